@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make train` and `make test`.
+# Both bootstrap .venv and reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+INSTALL_LOG := $(VENV)/install.log
+
+.PHONY: train test test-slow lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing klipjax and its dependencies into $(VENV) (log: $(INSTALL_LOG))"
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev]'; } \
+		> $(INSTALL_LOG) 2>&1 || { tail -n 30 $(INSTALL_LOG); exit 1; }
+	@touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/klipjax train
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check klipjax tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache

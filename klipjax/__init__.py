@@ -1,0 +1,6 @@
+"""klipjax: PPO-Clip and its per-sample KL forms, end to end in JAX."""
+
+from klipjax import losses
+
+__version__ = "0.1.0"
+__all__ = ["losses", "__version__"]

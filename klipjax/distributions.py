@@ -1,0 +1,73 @@
+"""Action distributions, parameterised by one flat array per sample.
+
+A policy network emits ``dist_params`` with a trailing feature axis: categorical
+logits ``[..., actions]`` or a diagonal Gaussian's ``[..., 2*dims]`` (mean then
+log-std). Keeping them as plain arrays lets the rollout store them for the analytic KL
+of the scalar-beta variants without a distribution object.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from klipjax import losses
+
+
+class Categorical(NamedTuple):
+    """Categorical policy over ``num_actions`` discrete actions."""
+
+    num_actions: int
+
+    @property
+    def param_size(self) -> int:
+        return self.num_actions
+
+    def sample(self, key, dist_params):
+        return jax.random.categorical(key, dist_params)
+
+    def log_prob(self, dist_params, action):
+        log_p = jax.nn.log_softmax(dist_params)
+        return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), -1)[..., 0]
+
+    def entropy(self, dist_params):
+        log_p = jax.nn.log_softmax(dist_params)
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+    def kl(self, old_dist_params, dist_params):
+        return losses.categorical_kl(old_dist_params, dist_params)
+
+
+class DiagonalGaussian(NamedTuple):
+    """Diagonal Gaussian policy over ``action_dims`` continuous dimensions."""
+
+    action_dims: int
+
+    @property
+    def param_size(self) -> int:
+        return 2 * self.action_dims
+
+    def split(self, dist_params):
+        return dist_params[..., : self.action_dims], dist_params[..., self.action_dims :]
+
+    def sample(self, key, dist_params):
+        mean, log_std = self.split(dist_params)
+        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+
+    def log_prob(self, dist_params, action):
+        mean, log_std = self.split(dist_params)
+        z = (action - mean) * jnp.exp(-log_std)
+        per_dim = -0.5 * z**2 - log_std - 0.5 * math.log(2.0 * math.pi)
+        return jnp.sum(per_dim, axis=-1)
+
+    def entropy(self, dist_params):
+        _, log_std = self.split(dist_params)
+        return jnp.sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
+
+    def kl(self, old_dist_params, dist_params):
+        old_mean, old_log_std = self.split(old_dist_params)
+        mean, log_std = self.split(dist_params)
+        return losses.gaussian_kl(old_mean, old_log_std, mean, log_std)

@@ -1,0 +1,53 @@
+"""Environment construction: a gymnax env, its parameters and its action space."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import gymnax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import spaces
+
+from klipjax.distributions import Categorical, DiagonalGaussian
+
+
+class EnvSpec(NamedTuple):
+    """Everything the trainer needs to know about an environment."""
+
+    env: Any
+    params: Any
+    obs_shape: tuple[int, ...]
+    distribution: Any  # Categorical or DiagonalGaussian
+    action_low: Any  # continuous actions are clipped to [low, high] outside the policy
+    action_high: Any
+
+    @property
+    def continuous(self) -> bool:
+        return isinstance(self.distribution, DiagonalGaussian)
+
+
+def make(env_id: str) -> EnvSpec:
+    """Builds a gymnax environment (gymnax >= 1.0: terminated and truncated apart)."""
+    env, params = gymnax.make(env_id)
+    obs_shape = tuple(env.observation_space(params).shape)
+    space = env.action_space(params)
+    if isinstance(space, spaces.Discrete):
+        return EnvSpec(env, params, obs_shape, Categorical(int(space.n)), None, None)
+    if isinstance(space, spaces.Box):
+        dims = int(np.prod(space.shape)) if space.shape else 1
+        low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), (dims,))
+        high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), (dims,))
+        return EnvSpec(env, params, obs_shape, DiagonalGaussian(dims), low, high)
+    raise ValueError(f"{env_id}: unsupported action space {type(space).__name__}")
+
+
+def env_action(spec: EnvSpec, action):
+    """The action sent to the environment: the raw sample, clipped for Box spaces.
+
+    The raw sample stays in the rollout buffer so its log-prob is exact.
+    """
+    if not spec.continuous:
+        return action
+    clipped = jnp.clip(action, spec.action_low, spec.action_high)
+    return clipped[..., 0] if spec.env.action_space(spec.params).shape == () else clipped

@@ -1,0 +1,191 @@
+"""Learning curves and diagnostic panels from a metrics table, rendered headless.
+
+Input is the long table of `klipjax.results.metrics_frame` (one row per run and
+update). Runs that share a loss and swept values form one setting, drawn as the mean
+over seeds with a +-1 std band.
+
+Figures are built with `matplotlib.figure.Figure` and rendered by the Agg canvas
+directly, never through pyplot: no display is needed, no global figure registry
+fills up, and importing this module does not switch the backend of a caller who
+already uses pyplot interactively (``matplotlib.use`` would close their figures).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from klipjax.results import atomic_path, setting_label
+
+CURVE_FIGSIZE = (7.0, 4.5)
+PANEL_SIZE = (3.6, 2.8)
+MAX_PANEL_COLUMNS = 3
+DPI = 120
+BAND_ALPHA = 0.2
+AXIS_LABELS = {"env_steps": "environment steps", "episode_return": "episode return"}
+
+
+class Band(NamedTuple):
+    """One setting's curve: mean over seeds with its population std, per update."""
+
+    label: str
+    x: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def setting_bands(
+    frame: pd.DataFrame, *, x: str, y: str, swept: Sequence[str] = ()
+) -> list[Band]:
+    """Computes the mean +- std curve of each setting in first-appearance order.
+
+    A run's ``y`` is NaN at updates in which no episode ended; each run is
+    forward-filled, then back-filled at its start, before averaging so the curve
+    has no holes. ``x`` at each update index is averaged over the setting's runs.
+
+    Args:
+        frame: Long table with ``run``, ``update``, ``loss``, the swept columns,
+            ``x`` and ``y``.
+        x: Column for the horizontal axis.
+        y: Column to average over seeds.
+        swept: Swept hyperparameter columns that, with ``loss``, define a setting.
+
+    Returns:
+        One `Band` per setting, arrays indexed by update.
+    """
+    keys = ["loss", *swept]
+    bands = []
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        per_run = group.pivot(index="update", columns="run", values=y)
+        per_run = per_run.ffill().bfill()
+        x_mean = group.pivot(index="update", columns="run", values=x).mean(axis=1)
+        run_like = {"loss": key[0], "hparams": dict(zip(swept, key[1:]))}
+        bands.append(
+            Band(
+                label=setting_label(run_like, swept),
+                x=x_mean.to_numpy(np.float64),
+                mean=per_run.mean(axis=1).to_numpy(np.float64),
+                std=per_run.std(axis=1, ddof=0).to_numpy(np.float64),
+            )
+        )
+    return bands
+
+
+def plot_curves(
+    frame: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    x: str = "env_steps",
+    y: str = "episode_return",
+    swept: Sequence[str] = (),
+    title: str | None = None,
+) -> Path:
+    """Draws one learning curve per setting and saves it atomically.
+
+    Args:
+        frame: Long metrics table, as from `klipjax.results.metrics_frame`.
+        path: Image file to write; its suffix picks the format (PNG if none).
+        x: Column for the horizontal axis.
+        y: Column to plot, averaged over seeds.
+        swept: Swept hyperparameter columns that distinguish settings.
+        title: Optional figure title.
+
+    Returns:
+        ``path`` as a `Path`.
+    """
+    figure = Figure(figsize=CURVE_FIGSIZE, dpi=DPI)
+    axes = figure.add_subplot()
+    _draw_bands(axes, setting_bands(frame, x=x, y=y, swept=swept), x=x)
+    axes.set_ylabel(_axis_label(y))
+    if title is not None:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_metric_panels(
+    frame: pd.DataFrame,
+    path: str | os.PathLike[str],
+    metrics: Sequence[str],
+    *,
+    swept: Sequence[str] = (),
+) -> Path:
+    """Draws one panel per metric against environment steps, up to 3 per row.
+
+    Args:
+        frame: Long metrics table, as from `klipjax.results.metrics_frame`.
+        path: Image file to write; its suffix picks the format (PNG if none).
+        metrics: Columns to plot, one panel each (e.g. ``kill_fraction``).
+        swept: Swept hyperparameter columns that distinguish settings.
+
+    Returns:
+        ``path`` as a `Path`.
+
+    Raises:
+        ValueError: If ``metrics`` is empty.
+    """
+    if not metrics:
+        raise ValueError("plot_metric_panels needs at least one metric")
+    columns = min(len(metrics), MAX_PANEL_COLUMNS)
+    rows = math.ceil(len(metrics) / columns)
+    figsize = (PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows)
+    figure = Figure(figsize=figsize, dpi=DPI)
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for index, (axes, metric) in enumerate(zip(grid, metrics)):
+        bands = setting_bands(frame, x="env_steps", y=metric, swept=swept)
+        # One legend is enough: every panel has the same settings and colours.
+        _draw_bands(axes, bands, x="env_steps", legend=index == 0)
+        # The title names the metric, so a y label would only repeat it.
+        axes.set_title(_axis_label(metric), fontsize="medium")
+    for unused in grid[len(metrics) :]:
+        figure.delaxes(unused)
+    return _save(figure, path)
+
+
+def _axis_label(column: str) -> str:
+    return AXIS_LABELS.get(column, column.replace("_", " "))
+
+
+def _draw_bands(
+    axes: Axes, bands: Sequence[Band], *, x: str, legend: bool = True
+) -> None:
+    """Plots each band's mean line with its shaded +- std in the line's colour."""
+    for band in bands:
+        (line,) = axes.plot(band.x, band.mean, label=band.label, linewidth=1.5)
+        axes.fill_between(
+            band.x,
+            band.mean - band.std,
+            band.mean + band.std,
+            color=line.get_color(),
+            alpha=BAND_ALPHA,
+            linewidth=0,
+        )
+    axes.set_xlabel(_axis_label(x))
+    if x == "env_steps":
+        # Step counts run to millions; "500k" stays legible in a narrow panel.
+        axes.xaxis.set_major_formatter(EngFormatter(sep=""))
+    axes.grid(True, alpha=0.3)
+    if legend and bands:
+        axes.legend(fontsize="small")
+
+
+def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
+    """Renders ``figure`` with Agg into a temp file, then renames it onto ``path``."""
+    path = Path(path)
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    # An explicit format stops matplotlib appending an extension to a bare name,
+    # which would make the rename miss the file it wrote.
+    image_format = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format=image_format, dpi=DPI)
+    return path

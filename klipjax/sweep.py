@@ -1,0 +1,205 @@
+"""A sweep: every run of a grid stacked on one leading axis and trained as one program.
+
+Each run carries its own seed inside ``HParams``, so the seeds x hyperparameters grid
+is a single flat run axis: ``jit(vmap(run_chunk))`` over ``[runs]``. The host calls
+the compiled chunk repeatedly; that is where progress is reported and checkpoints
+can be taken. With several local devices the run axis is sharded across them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from klipjax.config import HParams, SweepConfig, hparams_of
+from klipjax.trainer import Metrics, Runner, make_trainer
+
+DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
+
+
+def stack_hparams(sweep: SweepConfig) -> HParams:
+    """``HParams`` with one entry per run: ints for ids and seeds, float32 otherwise."""
+    per_run = [hparams_of(run) for run in sweep.runs]
+    columns = {}
+    for field in HParams._fields:
+        values = [getattr(h, field) for h in per_run]
+        dtype = np.int32 if field in ("seed", "loss_id", "kl_estimator_id") else np.float32
+        columns[field] = np.asarray(values, dtype)
+    return HParams(**columns)
+
+
+def choose_chunk(num_updates: int, requested: int | None = None) -> int:
+    """Updates per jitted call: the requested size, else a divisor of ``num_updates``
+    near ``num_updates / 20`` (no wasted tail), else that size (the tail is masked)."""
+    if requested is not None:
+        return max(1, min(requested, num_updates))
+    target = max(1, round(num_updates / DEFAULT_CHUNKS))
+    for distance in range(target):
+        for size in (target + distance, target - distance):
+            if 1 <= size <= num_updates and num_updates % size == 0 and size >= target / 2:
+                return size
+    return target
+
+
+class SweepProgram(NamedTuple):
+    """The compiled pieces of a sweep and its stacked hyperparameters."""
+
+    hparams: HParams
+    init: Callable[[HParams], Runner]
+    run_chunk: Callable[[Runner, HParams], tuple[Runner, Metrics]]
+    chunk_updates: int
+    num_chunks: int
+
+
+def _run_sharding(num_runs: int):
+    """A sharding of the leading run axis over local devices, or None on one device."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or num_runs % len(devices):
+        return None
+    mesh = jax.make_mesh((len(devices),), ("runs",), devices=devices)
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+
+
+def build(sweep: SweepConfig) -> SweepProgram:
+    """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``."""
+    static = sweep.static
+    trainer = make_trainer(static)
+    chunk = choose_chunk(static.num_updates, sweep.chunk_updates)
+    hparams = stack_hparams(sweep)
+    sharding = _run_sharding(sweep.num_runs)
+    if sharding is not None:
+        hparams = jax.device_put(hparams, sharding)
+
+    def run_chunk(runner, hp):
+        return trainer.run_chunk(runner, hp, chunk)
+
+    return SweepProgram(
+        hparams=hparams,
+        init=jax.jit(jax.vmap(trainer.init)),
+        run_chunk=jax.jit(jax.vmap(run_chunk), donate_argnums=0),
+        chunk_updates=chunk,
+        num_chunks=-(-static.num_updates // chunk),
+    )
+
+
+class ChunkReport(NamedTuple):
+    """What the host learns after each chunk (for progress bars and checkpoints)."""
+
+    chunks_done: int
+    updates_done: int
+    env_steps_done: int  # summed over runs
+    seconds: float
+    compile_seconds: float
+    steps_per_second: float | None  # all runs, after the compiling first chunk
+
+
+def train(
+    sweep: SweepConfig,
+    on_chunk: Callable[[ChunkReport, Runner, dict[str, np.ndarray]], None] | None = None,
+    program: SweepProgram | None = None,
+    runner: Runner | None = None,
+    metrics: dict[str, np.ndarray] | None = None,
+    start_chunk: int = 0,
+) -> tuple[Runner, dict[str, np.ndarray], ChunkReport]:
+    """Trains every run of the sweep; returns the final runner and ``[runs, updates]``
+    metrics. ``runner``/``metrics``/``start_chunk`` continue an interrupted sweep."""
+    program = program or build(sweep)
+    static = sweep.static
+    start = time.perf_counter()
+    compile_seconds = 0.0
+    if runner is None:
+        runner = program.init(program.hparams)
+    collected = [] if metrics is None else [metrics]
+    chunks = []
+    report = ChunkReport(start_chunk, start_chunk * program.chunk_updates, 0, 0.0, 0.0, None)
+    steps_per_chunk = program.chunk_updates * static.batch_size * sweep.num_runs
+    for index in range(start_chunk, program.num_chunks):
+        chunk_start = time.perf_counter()
+        runner, chunk_metrics = program.run_chunk(runner, program.hparams)
+        chunk_metrics = jax.device_get(chunk_metrics)
+        if index == start_chunk:
+            # The first call compiles; the later ones show the steady speed.
+            compile_seconds = time.perf_counter() - chunk_start
+        chunks.append(chunk_metrics)
+        updates = min((index + 1) * program.chunk_updates, static.num_updates)
+        seconds = time.perf_counter() - start
+        steady_chunks = index - start_chunk
+        report = ChunkReport(
+            chunks_done=index + 1,
+            updates_done=updates,
+            env_steps_done=updates * static.batch_size * sweep.num_runs,
+            seconds=seconds,
+            compile_seconds=compile_seconds,
+            steps_per_second=steady_chunks * steps_per_chunk / (seconds - compile_seconds)
+            if steady_chunks
+            else None,
+        )
+        if on_chunk is not None:
+            on_chunk(report, runner, _merge(collected, chunks, static.num_updates))
+    return runner, _merge(collected, chunks, static.num_updates), report
+
+
+def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:
+    """Concatenates chunk metrics into ``{name: [runs, updates]}``, tail trimmed."""
+    merged = {}
+    for name in Metrics._fields:
+        parts = [p[name] for p in previous] + [np.asarray(getattr(c, name)) for c in chunks]
+        merged[name] = np.concatenate(parts, axis=1)[:, :num_updates] if parts else None
+    return merged
+
+
+def params_sha256(runner: Runner) -> list[str]:
+    """Per run, the SHA-256 of the final parameters' bytes (tree order, float32)."""
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(runner.params))]
+    hashes = []
+    for run in range(leaves[0].shape[0]):
+        digest = hashlib.sha256()
+        for leaf in leaves:
+            digest.update(np.ascontiguousarray(leaf[run]).tobytes())
+        hashes.append(digest.hexdigest())
+    return hashes
+
+
+def max_param_difference(runner: Runner, run_a: int, run_b: int) -> float:
+    """Largest absolute difference between two runs' parameters."""
+    leaves = jax.tree.leaves(jax.device_get(runner.params))
+    return float(max(np.max(np.abs(x[run_a] - x[run_b])) for x in leaves))
+
+
+def identity_differences(sweep: SweepConfig, runner: Runner) -> dict:
+    """Compares every ``ppo_clip`` run with the ``klip`` run that differs only in the
+    loss: the theorem says their training is identical."""
+    def key(run):
+        return tuple(sorted((k, repr(v)) for k, v in run.items() if k != "loss"))
+
+    klip_runs = {key(run): i for i, run in enumerate(sweep.runs) if run["loss"] == "klip"}
+    pairs = [
+        (i, klip_runs[key(run)])
+        for i, run in enumerate(sweep.runs)
+        if run["loss"] == "ppo_clip" and key(run) in klip_runs
+    ]
+    if not pairs:
+        return {"pairs": 0}
+    hashes = params_sha256(runner)
+    return {
+        "pairs": len(pairs),
+        "max_param_difference": max(max_param_difference(runner, a, b) for a, b in pairs),
+        "identical_params": all(hashes[a] == hashes[b] for a, b in pairs),
+    }
+
+
+__all__ = [
+    "ChunkReport",
+    "SweepProgram",
+    "build",
+    "choose_chunk",
+    "identity_differences",
+    "max_param_difference",
+    "params_sha256",
+    "stack_hparams",
+    "train",
+]
