@@ -106,6 +106,12 @@ def train_command(args) -> int:
             progress.update(
                 task, completed=report.updates_done, description="training", rate=rate
             )
+            if not console.is_terminal:  # logs get a plain line per chunk instead
+                console.print(
+                    f"update {report.updates_done}/{static.num_updates} "
+                    f"{report.seconds:.0f}s {rate}",
+                    highlight=False,
+                )
 
         runner, metrics, report = sweep.train(sweep_config, on_chunk, program=program)
     wall = time.perf_counter() - started

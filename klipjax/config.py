@@ -233,12 +233,12 @@ def _validate_traced(key: str, value: Any) -> Any:
 
 
 def _validate_env(env: Any) -> str:
-    import gymnax  # deferred: importing gymnax costs a second
+    from klipjax.envs import registered_ids  # deferred: importing gymnax costs a second
 
-    if not isinstance(env, str) or env not in gymnax.registered_envs:
+    known = registered_ids()
+    if not isinstance(env, str) or env not in known:
         raise ConfigError(
-            f"env={env!r}: not a registered gymnax environment"
-            f"{_suggest(env, gymnax.registered_envs)}"
+            f"env={env!r}: not a registered gymnax environment{_suggest(env, known)}"
         )
     return env
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import gymnax
 import jax.numpy as jnp
@@ -27,9 +27,27 @@ class EnvSpec(NamedTuple):
         return isinstance(self.distribution, DiagonalGaussian)
 
 
+# Environments added by users (any gymnax-compatible Environment), by id.
+_REGISTRY: dict[str, Callable[[], tuple[Any, Any]]] = {}
+
+
+def register(env_id: str, factory: Callable[[], tuple[Any, Any]]) -> None:
+    """Makes ``factory() -> (env, env_params)`` available as ``env: <env_id>``.
+
+    The environment must follow gymnax >= 1.0: ``step`` returns ``(obs, state,
+    reward, terminated, truncated, info)`` with ``info["final_observation"]``.
+    """
+    _REGISTRY[env_id] = factory
+
+
+def registered_ids() -> list[str]:
+    """Every id ``make`` accepts: gymnax's registry plus ``register``ed ones."""
+    return list(gymnax.registered_envs) + sorted(_REGISTRY)
+
+
 def make(env_id: str) -> EnvSpec:
-    """Builds a gymnax environment (gymnax >= 1.0: terminated and truncated apart)."""
-    env, params = gymnax.make(env_id)
+    """Builds an environment (gymnax >= 1.0: terminated and truncated apart)."""
+    env, params = _REGISTRY[env_id]() if env_id in _REGISTRY else gymnax.make(env_id)
     obs_shape = tuple(env.observation_space(params).shape)
     space = env.action_space(params)
     if isinstance(space, spaces.Discrete):

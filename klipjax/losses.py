@@ -98,10 +98,17 @@ def ppo_clip(log_prob, old_log_prob, advantage, *, clip_eps):
 
     Returns:
       ``[...]`` per-sample loss to minimise.
+
+    The minimum is taken as a selection by the partition: the clipped branch on I_kill,
+    the unclipped one elsewhere. That is the same value everywhere; at a ratio exactly
+    on a band edge (where the branches tie) it fixes the gradient to the unclipped one,
+    the convention of ``partition`` and ``klip``, instead of ``jnp.minimum``'s split
+    of a tie, so the identity with ``klip`` holds bit for bit even there.
     """
     _, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
+    kill = partition(log_prob, old_log_prob, advantage, clip_eps=clip_eps).kill
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    return -jnp.minimum(ratio * advantage, clipped * advantage)
+    return -jnp.where(kill, clipped * advantage, ratio * advantage)
 
 
 def partition(log_prob, old_log_prob, advantage, *, clip_eps) -> Partition:

@@ -6,13 +6,42 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+
+def orthogonal(scale: float = 1.0):
+    """Orthogonal initializer (Haar-distributed, times ``scale``) in plain jnp ops.
+
+    Gram-Schmidt, applied twice per column for float32 accuracy, on a Gaussian matrix:
+    the same distribution as QR with a sign-corrected R. Why not LAPACK's QR (flax's
+    ``orthogonal``): batched over a sweep's runs on CPU, its custom call waits on
+    XLA's own thread pool and was seen to deadlock on 2 cores (jaxlib 0.10.2).
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = shape[0], math.prod(shape[1:])
+        tall, narrow = max(rows, cols), min(rows, cols)
+        gaussian = jax.random.normal(key, (tall, narrow), jnp.float32)
+
+        def add_column(j, basis):
+            earlier = basis * (jnp.arange(narrow) < j)
+            column = gaussian[:, j]
+            for _ in range(2):
+                column = column - earlier @ (earlier.T @ column)
+            return basis.at[:, j].set(column / jnp.linalg.norm(column))
+
+        basis = jax.lax.fori_loop(0, narrow, add_column, jnp.zeros((tall, narrow)))
+        matrix = basis if rows >= cols else basis.T
+        return (scale * matrix).reshape(shape).astype(dtype)
+
+    return init
 
 
 def _dense(features: int, scale: float) -> nn.Dense:
     return nn.Dense(
         features,
-        kernel_init=nn.initializers.orthogonal(scale),
+        kernel_init=orthogonal(scale),
         bias_init=nn.initializers.zeros,
     )
 

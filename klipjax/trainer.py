@@ -90,7 +90,8 @@ class Metrics(NamedTuple):
     explained_variance: jax.Array
     grad_norm: jax.Array
     lr: jax.Array
-    beta: jax.Array
+    beta: jax.Array  # the KL coefficient after this update's adaptation
+    rollout_kl: jax.Array  # KL(old || new) over the rollout after the update
     identity_gap: jax.Array  # max |grad_clip - grad_klip| (NaN unless identity_check)
 
 
@@ -335,7 +336,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
             beta_t_kill_abs_mean=beta_summary.kill_abs_mean,
             approx_kl=losses.approx_kl(log_prob, batch.log_prob),
             clip_fraction=losses.clip_fraction(log_prob, batch.log_prob, clip_eps=hp.clip_eps),
-            grad_norm=optax.global_norm(grads),
+            grad_norm=optax.tree.norm(grads),
             identity_gap=identity_gap(hp, params, batch)
             if static.identity_check
             else jnp.asarray(jnp.nan, jnp.float32),
@@ -447,6 +448,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
             grad_norm=mean_stats.grad_norm,
             lr=lr_now,
             beta=beta,
+            rollout_kl=rollout_kl,
             identity_gap=jnp.max(stats.identity_gap),
         )
         runner = runner._replace(

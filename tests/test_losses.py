@@ -94,6 +94,17 @@ def test_band_edges_are_in_band_and_zero_advantage_is_in_no_set():
         assert parts.pass_through.tolist() == [False, False, False, False]
 
 
+def test_gradients_agree_exactly_on_the_band_edges():
+    # w exactly 1.25 and 0.75 with eps 0.25: the branches of the min tie. The edge is
+    # in band, so both forms take the unclipped gradient -w*A: [-1.25, 0.75].
+    lp = jnp.log(jnp.array([1.25, 0.75], jnp.float32))
+    old, adv = jnp.zeros(2), jnp.array([1.0, -1.0])
+    g_clip = jax.grad(lambda p: losses.ppo_clip(p, old, adv, clip_eps=0.25).sum())(lp)
+    g_klip = jax.grad(lambda p: losses.klip(p, old, adv, clip_eps=0.25).sum())(lp)
+    np.testing.assert_array_equal(g_clip, [-1.25, 0.75])
+    np.testing.assert_array_equal(g_klip, g_clip)
+
+
 def test_soft_min_and_value_loss_hand_cases():
     # w = 1.5, A = 2, eps 0.2, s = 0.1: branches normalised by |A| = 2 are 1.5 and 1.2;
     # softmin = -0.1*log(exp(-15) + exp(-12)) = 1.2 - 0.1*log(1 + exp(-3)) = 1.195151

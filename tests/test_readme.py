@@ -1,0 +1,16 @@
+"""The README's example of importing the losses runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_loss_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks, "README has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "PartitionFractions(" in printed and "BetaStats(" in printed
+    assert namespace["params"]["w"].shape == (8, 4)

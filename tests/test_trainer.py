@@ -1,0 +1,158 @@
+"""The training program: one trace per grid, truncation-correct values, the live
+identity, adaptive beta, continuous actions."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from klipjax import config, envs, sweep
+from klipjax.trainer import make_trainer
+from tests.probe_envs import constant_reward
+
+TINY = {"env": "CartPole-v1", "total_steps": 2048, "num_envs": 4, "num_steps": 64,
+        "epochs": 2, "minibatch_size": 64}
+
+
+def tiny(**overrides):
+    return config.resolve({**TINY, **overrides})
+
+
+def count_traces(monkeypatch):
+    """Wraps the per-run chunk function so each trace is counted and at most one
+    is allowed (``chex.assert_max_traces``)."""
+    traces = []
+
+    def make_counted(static):
+        trainer = make_trainer(static)
+
+        def run_chunk(runner, hp, num_updates):
+            traces.append(1)
+            return trainer.run_chunk(runner, hp, num_updates)
+
+        return trainer._replace(run_chunk=chex.assert_max_traces(run_chunk, n=1))
+
+    monkeypatch.setattr(sweep, "make_trainer", make_counted)
+    return traces
+
+
+@pytest.mark.parametrize(
+    "grid, runs",
+    [({"loss": ["ppo_clip", "klip"], "clip_eps": [0.1, 0.2]}, 4), ({}, 1)],
+)
+def test_a_whole_grid_traces_the_train_function_once(monkeypatch, grid, runs):
+    chex.clear_trace_counter()
+    traces = count_traces(monkeypatch)
+    cfg = tiny(chunk_updates=4, **grid)  # 8 updates -> 2 calls of the same program
+    assert cfg.num_runs == runs
+    _, metrics, report = sweep.train(cfg)
+    assert report.chunks_done == 2
+    assert len(traces) == 1
+    assert metrics["episode_return"].shape == (runs, 8)
+
+
+def test_truncation_bootstraps_from_the_final_observation():
+    # Reward 1 forever, 5-step time limit, constant observation: the true value is
+    # 1/(1-gamma) = 2 for gamma 0.5. Merging truncation into termination would
+    # teach the critic the steps-to-go average, about 1.61.
+    envs.register("ProbeConstant-v0", constant_reward(max_steps=5))
+    cfg = config.resolve({
+        "env": "ProbeConstant-v0", "total_steps": 8192, "num_envs": 4, "num_steps": 32,
+        "epochs": 4, "minibatch_size": 32, "gamma": 0.5, "lr": 3e-3, "anneal_lr": False,
+        "value_clip_eps": 100.0,
+    })
+    program = sweep.build(cfg)
+    runner, _, _ = sweep.train(cfg, program=program)
+    trainer = make_trainer(cfg.static)
+    critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
+    from klipjax.networks import Critic
+
+    value = Critic(cfg.static.hidden_sizes).apply(critic_params, np.zeros((1,), np.float32))
+    assert trainer.spec.obs_shape == (1,)
+    assert abs(float(value) - 2.0) < 0.05
+
+
+def test_terminal_steps_do_not_bootstrap():
+    # Termination after 2 steps: V(start) = 1 + gamma = 1.5 with gamma 0.5. The
+    # observation is constant, so the critic sees the mix of both steps: targets
+    # 1.5 and 1.0, mean 1.25. Bootstrapping through termination would give more.
+    envs.register("ProbeTwoStep-v0", constant_reward(max_steps=50, terminate_at=2))
+    cfg = config.resolve({
+        "env": "ProbeTwoStep-v0", "total_steps": 8192, "num_envs": 4, "num_steps": 32,
+        "epochs": 4, "minibatch_size": 32, "gamma": 0.5, "lr": 3e-3, "anneal_lr": False,
+        "value_clip_eps": 100.0,
+    })
+    runner, metrics, _ = sweep.train(cfg)
+    from klipjax.networks import Critic
+
+    critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
+    value = Critic(cfg.static.hidden_sizes).apply(critic_params, np.zeros((1,), np.float32))
+    assert abs(float(value) - 1.25) < 0.05
+    np.testing.assert_allclose(metrics["episode_length"][0], 2.0)
+    np.testing.assert_allclose(metrics["episode_return"][0], 2.0)
+
+
+def test_live_identity_check_is_exactly_zero_on_training_data():
+    cfg = tiny(loss="ppo_clip", identity_check=True, seeds=2, epochs=10, lr=1e-3)
+    runner, metrics, _ = sweep.train(cfg)
+    assert np.all(metrics["identity_gap"] == 0.0)
+    assert np.max(metrics["kill_fraction"]) > 0  # clipping actually happened
+
+
+def test_ppo_clip_and_klip_train_identically():
+    cfg = tiny(loss=["ppo_clip", "klip", "kl_fixed"], seeds=2, total_steps=4096)
+    runner, metrics, _ = sweep.train(cfg)
+    hashes = sweep.params_sha256(runner)
+    assert hashes[0] == hashes[2] and hashes[1] == hashes[3]  # ppo_clip == klip, per seed
+    assert hashes[0] != hashes[4] and hashes[0] != hashes[1]  # not trivially equal
+    np.testing.assert_array_equal(metrics["episode_return"][:2], metrics["episode_return"][2:4])
+    identity = sweep.identity_differences(cfg, runner)
+    assert identity == {"pairs": 2, "max_param_difference": 0.0, "identical_params": True}
+
+
+def test_adaptive_beta_follows_the_rule():
+    cfg = tiny(loss="kl_adaptive", beta=1.0, kl_target=0.002, total_steps=8192, lr=1e-3)
+    _, metrics, _ = sweep.train(cfg)
+    beta, kl = metrics["beta"][0], metrics["rollout_kl"][0]
+    previous = np.concatenate([[1.0], beta[:-1]])
+    expected = np.where(kl > 1.5 * 0.002, previous * 2,
+                        np.where(kl < 0.002 / 1.5, previous / 2, previous))
+    np.testing.assert_allclose(beta, expected, rtol=1e-6)
+    assert len(set(np.sign(np.diff(np.log(beta))))) >= 2  # it moved both ways or held
+
+
+def test_fixed_beta_stays_fixed_and_annealing_reaches_zero():
+    cfg = tiny(loss="kl_fixed", beta=0.3)
+    _, metrics, _ = sweep.train(cfg)
+    np.testing.assert_allclose(metrics["beta"][0], 0.3)
+    lr = metrics["lr"][0]
+    # 8 updates: lr * (1 - u/8) for u = 0..7
+    np.testing.assert_allclose(lr, 3e-4 * (1.0 - np.arange(8) / 8), rtol=1e-6)
+
+
+def test_continuous_actions_with_normalisation_run_and_learn_something():
+    cfg = config.resolve({
+        "env": "Pendulum-v1", "total_steps": 4096, "num_envs": 4, "num_steps": 128,
+        "epochs": 2, "minibatch_size": 128, "normalize_obs": True,
+        "normalize_reward": True, "loss": ["ppo_clip", "klip_sigmoid", "kl_adaptive"],
+    })
+    runner, metrics, _ = sweep.train(cfg)
+    assert np.all(np.isfinite(metrics["policy_loss"]))
+    assert np.all(metrics["episodes"].sum(axis=1) == 4 * 4096 // (4 * 200))
+    # normaliser statistics moved off their initial values
+    assert np.all(np.abs(np.asarray(runner.obs_stats.mean)) > 0)
+    assert np.all(np.asarray(runner.reward_stats.count) >= 4096)
+    # Gaussian log-std is a learned parameter
+    log_std = np.asarray(runner.params["actor"]["params"]["log_std"])
+    assert log_std.shape == (3, 1) and np.all(log_std != 0)
+
+
+def test_divergent_run_is_frozen_and_the_others_continue():
+    cfg = tiny(lr=[3e-4, 1e30], max_grad_norm=1e30, total_steps=4096)
+    runner, metrics, _ = sweep.train(cfg)
+    diverged = np.asarray(runner.diverged_at)
+    assert diverged[0] == -1 and diverged[1] >= 0
+    assert np.all(np.isfinite(metrics["policy_loss"][0]))
+    assert np.all(np.isnan(metrics["policy_loss"][1, diverged[1]:]))
+    for leaf in jax.tree.leaves(runner.params):
+        assert np.all(np.isfinite(np.asarray(leaf)))
