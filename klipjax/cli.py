@@ -6,9 +6,12 @@ import argparse
 import datetime as dt
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -16,7 +19,7 @@ from rich.table import Table
 
 from klipjax import config as config_lib
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line
 EXIT_USAGE = 2
 
 # Metrics shown as small multiples beside the learning curves.
@@ -44,6 +47,9 @@ def _output_dir(requested: str | None) -> Path:
         path = Path(requested)
     if path.exists() and not path.is_dir():
         _fail(f"--out {str(path)!r} exists and is not a directory")
+    if (path / "config.yaml").exists():
+        _fail(f"--out {str(path)!r} already holds a run: continue it with --resume "
+              f"{path} or choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -66,25 +72,81 @@ def _run_records(sweep) -> list[dict]:
     ]
 
 
-def train_command(args) -> int:
+def _load_sweep(args):
+    """The sweep to run and its directory: a new one, or one to resume."""
+    if args.resume is not None:
+        if args.config or args.set or args.checkpoint_every is not None:
+            _fail("--resume continues a run as configured: give no CONFIG, --set or "
+                  "--checkpoint-every with it")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            _fail(f"--resume {str(run_dir)!r} is not a run directory (no config.yaml)")
+        try:
+            return config_lib.load(run_dir / "config.yaml"), run_dir
+        except config_lib.ConfigError as err:
+            _fail(f"{run_dir}/config.yaml: {err}")
+    overrides = list(args.set or [])
+    if args.checkpoint_every is not None:
+        overrides.append(f"checkpoint_every={args.checkpoint_every}")
     try:
-        sweep_config = config_lib.load(args.config, args.set or [])
+        sweep_config = config_lib.load(args.config, overrides)
     except config_lib.ConfigError as err:
         _fail(str(err))
-    out = _output_dir(args.out)
+    return sweep_config, _output_dir(args.out)
 
+
+class StopRequest:
+    """SIGINT/SIGTERM: finish the current chunk, checkpoint, exit; twice: abort now."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        console.print(
+            f"\n{signal.Signals(signum).name}: finishing the current chunk, then "
+            "checkpointing (again to abort at once)",
+            highlight=False,
+        )
+
+    def install(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
+
+
+def train_command(args) -> int:
+    sweep_config, out = _load_sweep(args)
     # Heavy imports after validation, so a typo is reported within a second.
-    from klipjax import results, sweep
+    from klipjax import checkpoint, results, sweep
 
     static = sweep_config.static
-    results.write_yaml(out / "config.yaml", config_lib.resolved_dict(sweep_config))
+    program = sweep.build(sweep_config)
+    checkpointer = checkpoint.SweepCheckpointer(out)
+    runner = metrics = None
+    start_chunk = 0
+    if args.resume is not None:
+        step = checkpointer.latest_step()
+        if step is None:
+            console.print("no checkpoint yet: starting from the beginning", highlight=False)
+        else:
+            updates_done = min(step * program.chunk_updates, static.num_updates)
+            abstract = checkpoint.abstract_runner(program.init, program.hparams)
+            runner, metrics = checkpointer.restore(step, abstract, updates_done)
+            start_chunk = step
+            console.print(f"resuming at update {updates_done}/{static.num_updates}",
+                          highlight=False)
+    else:
+        resolved = config_lib.resolved_dict(sweep_config)
+        resolved["chunk_updates"] = program.chunk_updates  # a resume must reuse it
+        results.write_yaml(out / "config.yaml", resolved)
     console.print(
         f"[bold]klipjax[/] {static.env}: {sweep_config.num_runs} runs x "
         f"{static.num_updates} updates ({static.num_updates * static.batch_size:,} env "
         f"steps each) -> {out}",
         highlight=False,
     )
-    program = sweep.build(sweep_config)
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -93,12 +155,17 @@ def train_command(args) -> int:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
     )
+    stop = StopRequest()
+    stop.install()
+    every = sweep_config.checkpoint_every
     started = time.perf_counter()
 
     with progress:
-        task = progress.add_task("compiling", total=static.num_updates, rate="")
+        task = progress.add_task(
+            "compiling", total=static.num_updates,
+            completed=start_chunk * program.chunk_updates, rate="",
+        )
 
         def on_chunk(report, runner, metrics):
             rate = report.steps_per_second
@@ -112,48 +179,70 @@ def train_command(args) -> int:
                     f"{report.seconds:.0f}s {rate}",
                     highlight=False,
                 )
+            finished = report.updates_done >= static.num_updates
+            due = every and report.updates_done % every == 0
+            if due or finished or stop.signum is not None:
+                checkpointer.save(report.chunks_done, runner, metrics)
+            return stop.signum is not None
 
-        runner, metrics, report = sweep.train(sweep_config, on_chunk, program=program)
-    wall = time.perf_counter() - started
+        runner, metrics, report = sweep.train(
+            sweep_config, on_chunk, program=program, runner=runner, metrics=metrics,
+            start_chunk=start_chunk,
+        )
+    checkpointer.close()
+    complete = report.updates_done >= static.num_updates
+    summary = _write_outputs(out, sweep_config, runner, metrics, report,
+                             time.perf_counter() - started, complete)
+    if not complete:
+        console.print(
+            f"stopped at update {report.updates_done}/{static.num_updates}; partial results and a "
+            f"checkpoint are in {out}/\nresume with: klipjax train --resume {out}",
+            highlight=False,
+        )
+        return 128 + (stop.signum or signal.SIGINT)
+    _print_summary(summary, out)
+    return 0
 
+
+def _write_outputs(out, sweep_config, runner, metrics, report, wall, complete) -> dict:
+    """metrics.parquet, summary.json and the figures, each written atomically."""
+    from klipjax import plots, results, sweep
+
+    static = sweep_config.static
     records = _run_records(sweep_config)
     total_steps = static.num_updates * static.batch_size
     finals = results.final_returns(metrics, total_steps)
     hashes = sweep.params_sha256(runner)
-    diverged_at = [int(x) for x in runner.diverged_at]
+    diverged_at = [int(x) for x in np.asarray(runner.diverged_at)]
     for record, final, digest, div in zip(records, finals, hashes, diverged_at):
         record["final_return"] = float(final)
         record["params_sha256"] = digest
-        record["status"] = "diverged" if div >= 0 else "ok"
+        record["status"] = "diverged" if div >= 0 else ("ok" if complete else "stopped")
         if div >= 0:
             record["diverged_at_update"] = div
     frame = results.metrics_frame(records, sweep_config.swept, metrics)
     results.write_parquet(out / results.METRICS_FILE, frame)
-    settings = results.group_final_returns(records, sweep_config.swept, finals)
-    identity = sweep.identity_differences(sweep_config, runner)
     summary = {
         "env": static.env,
         "total_steps": total_steps,
         "num_runs": sweep_config.num_runs,
+        "complete": complete,
+        "updates_done": int(metrics["env_steps"].shape[1]),
         "swept": list(sweep_config.swept),
         "wall_seconds": wall,
         "compile_seconds": report.compile_seconds,
         "env_steps_per_second": report.steps_per_second,
-        "identity": identity,
-        "settings": settings,
+        "identity": sweep.identity_differences(sweep_config, runner),
+        "settings": results.group_final_returns(records, sweep_config.swept, finals),
         "runs": records,
     }
     results.write_json(out / "summary.json", summary)
-    from klipjax import plots
-
-    plots.plot_curves(
-        frame, out / "curves.png", swept=sweep_config.swept, title=static.env
-    )
-    plots.plot_metric_panels(
-        frame, out / "diagnostics.png", list(PANEL_METRICS), swept=sweep_config.swept
-    )
-    _print_summary(summary, out)
-    return 0
+    if len(frame):
+        plots.plot_curves(frame, out / "curves.png", swept=sweep_config.swept,
+                          title=static.env)
+        plots.plot_metric_panels(frame, out / "diagnostics.png", list(PANEL_METRICS),
+                                 swept=sweep_config.swept)
+    return summary
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -230,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key; a list value [a,b] becomes a grid axis",
     )
     train.add_argument("--out", help="output directory (default runs/<timestamp>)")
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="checkpoint every N updates (always on interrupt and at the end)",
+    )
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     train.set_defaults(handler=train_command)
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("run_dir")

@@ -106,7 +106,7 @@ TRACED_DEFAULTS: dict[str, Any] = {
     "normalize_reward": False,
 }
 STATIC_KEYS = tuple(f.name for f in dataclasses.fields(StaticConfig))
-RUN_KEYS = ("seeds", "chunk_updates")
+RUN_KEYS = ("seeds", "chunk_updates", "checkpoint_every")
 ALL_KEYS = STATIC_KEYS + tuple(TRACED_DEFAULTS) + RUN_KEYS
 BOOL_KEYS = ("anneal_lr", "normalize_obs", "normalize_reward", "identity_check")
 INT_KEYS = ("total_steps", "num_envs", "num_steps", "epochs", "minibatch_size")
@@ -121,6 +121,7 @@ class SweepConfig:
     swept: tuple[str, ...]  # traced keys other than loss and seed that vary across runs
     raw: dict[str, Any]  # the merged config as given, lists included: rerunnable
     chunk_updates: int | None = None
+    checkpoint_every: int = 0  # updates between checkpoints; 0: only on interrupt
 
     @property
     def num_runs(self) -> int:
@@ -298,6 +299,7 @@ def resolve(values: dict[str, Any]) -> SweepConfig:
     seeds = _seed_list(values.get("seeds", 1))
     chunk = values.get("chunk_updates")
     chunk = None if chunk is None else _as_int("chunk_updates", chunk)
+    checkpoint_every = _as_int("checkpoint_every", values.get("checkpoint_every", 0), 0)
 
     axes: list[tuple[str, list[Any]]] = []
     fixed: dict[str, Any] = {}
@@ -325,7 +327,12 @@ def resolve(values: dict[str, Any]) -> SweepConfig:
     # The loss and the seed are identified on their own; swept names the rest.
     swept = tuple(name for name, vals in axes if len(vals) > 1 and name != "loss")
     return SweepConfig(
-        static=static, runs=tuple(runs), swept=swept, raw=dict(values), chunk_updates=chunk
+        static=static,
+        runs=tuple(runs),
+        swept=swept,
+        raw=dict(values),
+        chunk_updates=chunk,
+        checkpoint_every=checkpoint_every,
     )
 
 
@@ -383,4 +390,6 @@ def resolved_dict(sweep: SweepConfig) -> dict[str, Any]:
     values["seeds"] = len(seeds) if seeds == list(range(len(seeds))) else seeds
     if sweep.chunk_updates is not None:
         values["chunk_updates"] = sweep.chunk_updates
+    if sweep.checkpoint_every:
+        values["checkpoint_every"] = sweep.checkpoint_every
     return values

@@ -32,12 +32,19 @@ def stack_hparams(sweep: SweepConfig) -> HParams:
     return HParams(**columns)
 
 
-def choose_chunk(num_updates: int, requested: int | None = None) -> int:
-    """Updates per jitted call: the requested size, else a divisor of ``num_updates``
-    near ``num_updates / 20`` (no wasted tail), else that size (the tail is masked)."""
+def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0) -> int:
+    """Updates per jitted call.
+
+    The requested size if given; else a divisor of ``num_updates`` near
+    ``num_updates / 20`` (no wasted tail), else that size (the tail is masked). With
+    ``align`` (the checkpoint interval) the chunk also divides ``align``, so
+    checkpoints fall on chunk boundaries.
+    """
     if requested is not None:
         return max(1, min(requested, num_updates))
     target = max(1, round(num_updates / DEFAULT_CHUNKS))
+    if align:
+        return max(size for size in range(1, min(target, align) + 1) if align % size == 0)
     for distance in range(target):
         for size in (target + distance, target - distance):
             if 1 <= size <= num_updates and num_updates % size == 0 and size >= target / 2:
@@ -68,7 +75,7 @@ def build(sweep: SweepConfig) -> SweepProgram:
     """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``."""
     static = sweep.static
     trainer = make_trainer(static)
-    chunk = choose_chunk(static.num_updates, sweep.chunk_updates)
+    chunk = choose_chunk(static.num_updates, sweep.chunk_updates, sweep.checkpoint_every)
     hparams = stack_hparams(sweep)
     sharding = _run_sharding(sweep.num_runs)
     if sharding is not None:
@@ -99,14 +106,16 @@ class ChunkReport(NamedTuple):
 
 def train(
     sweep: SweepConfig,
-    on_chunk: Callable[[ChunkReport, Runner, dict[str, np.ndarray]], None] | None = None,
+    on_chunk: Callable[[ChunkReport, Runner, dict[str, np.ndarray]], bool | None]
+    | None = None,
     program: SweepProgram | None = None,
     runner: Runner | None = None,
     metrics: dict[str, np.ndarray] | None = None,
     start_chunk: int = 0,
 ) -> tuple[Runner, dict[str, np.ndarray], ChunkReport]:
     """Trains every run of the sweep; returns the final runner and ``[runs, updates]``
-    metrics. ``runner``/``metrics``/``start_chunk`` continue an interrupted sweep."""
+    metrics. ``runner``/``metrics``/``start_chunk`` continue an interrupted sweep.
+    ``on_chunk`` sees each chunk's result; returning True stops after that chunk."""
     program = program or build(sweep)
     static = sweep.static
     start = time.perf_counter()
@@ -139,7 +148,8 @@ def train(
             else None,
         )
         if on_chunk is not None:
-            on_chunk(report, runner, _merge(collected, chunks, static.num_updates))
+            if on_chunk(report, runner, _merge(collected, chunks, static.num_updates)):
+                break
     return runner, _merge(collected, chunks, static.num_updates), report
 
 

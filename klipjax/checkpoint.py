@@ -1,0 +1,87 @@
+"""Checkpoints of a whole sweep between compiled chunks (orbax-checkpoint).
+
+A checkpoint holds the full ``Runner`` of every run (parameters, optimiser state with
+its schedule count, normaliser statistics, env states, RNG keys, counters, adaptive
+beta, divergence markers) and the per-update metrics so far, so a resumed sweep ends
+bit-identical to one never interrupted. Steps are numbered by chunks done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from klipjax.trainer import Metrics, Runner
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class SweepCheckpointer:
+    """Saves and restores ``(runner, metrics)`` under ``run_dir/checkpoints``."""
+
+    def __init__(self, run_dir: str | Path, keep: int = 2):
+        self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, cleanup_tmp_directories=True
+            ),
+        )
+
+    def save(self, chunks_done: int, runner: Runner, metrics: dict[str, np.ndarray]):
+        """Starts an asynchronous save. The arrays are copied to the host first, so
+        the next chunk may reuse (donate) the device buffers at once."""
+        host_runner = jax.device_get(runner)
+        host_metrics = {name: np.asarray(metrics[name]) for name in Metrics._fields}
+        self.manager.save(
+            chunks_done,
+            args=ocp.args.Composite(
+                runner=ocp.args.StandardSave(host_runner),
+                # "metrics" is reserved by CheckpointManager (for best_fn)
+                history=ocp.args.StandardSave(host_metrics),
+            ),
+            force=True,
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore(self, step: int, abstract_runner: Runner, updates_done: int):
+        """Restores the runner (onto the abstract target's shardings) and metrics."""
+        num_runs = jax.tree.leaves(abstract_runner)[0].shape[0]
+        abstract_metrics = {
+            name: jax.ShapeDtypeStruct((num_runs, updates_done), np.float32)
+            for name in Metrics._fields
+        }
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                runner=ocp.args.StandardRestore(abstract_runner),
+                history=ocp.args.StandardRestore(abstract_metrics),
+            ),
+        )
+        metrics = {name: np.asarray(value) for name, value in restored.history.items()}
+        return restored.runner, metrics
+
+    def close(self):
+        """Waits for pending saves to be on disk."""
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_runner(init, hparams) -> Runner:
+    """Shapes, dtypes and shardings of a sweep's runner, without computing it."""
+    shapes = jax.eval_shape(init, hparams)
+    device = jax.devices()[0]
+    leaves = jax.tree.leaves(hparams)
+    sharding = getattr(leaves[0], "sharding", None) if leaves else None
+
+    def with_sharding(leaf):
+        target = sharding if sharding is not None and leaf.ndim >= 1 else None
+        target = target or jax.sharding.SingleDeviceSharding(device)
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=target)
+
+    return jax.tree.map(with_sharding, shapes)
