@@ -3,4 +3,4 @@
 from klipjax import losses
 
 __version__ = "0.1.0"
-__all__ = ["losses", "__version__"]
+__all__ = ["__version__", "losses"]

@@ -12,9 +12,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from klipjax import config as config_lib
@@ -48,8 +53,10 @@ def _output_dir(requested: str | None) -> Path:
     if path.exists() and not path.is_dir():
         _fail(f"--out {str(path)!r} exists and is not a directory")
     if (path / "config.yaml").exists():
-        _fail(f"--out {str(path)!r} already holds a run: continue it with --resume "
-              f"{path} or choose another --out")
+        _fail(
+            f"--out {str(path)!r} already holds a run: continue it with --resume "
+            f"{path} or choose another --out"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -76,8 +83,10 @@ def _load_sweep(args):
     """The sweep to run and its directory: a new one, or one to resume."""
     if args.resume is not None:
         if args.config or args.set or args.checkpoint_every is not None:
-            _fail("--resume continues a run as configured: give no CONFIG, --set or "
-                  "--checkpoint-every with it")
+            _fail(
+                "--resume continues a run as configured: give no CONFIG, --set or "
+                "--checkpoint-every with it"
+            )
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             _fail(f"--resume {str(run_dir)!r} is not a run directory (no config.yaml)")
@@ -129,14 +138,18 @@ def train_command(args) -> int:
     if args.resume is not None:
         step = checkpointer.latest_step()
         if step is None:
-            console.print("no checkpoint yet: starting from the beginning", highlight=False)
+            console.print(
+                "no checkpoint yet: starting from the beginning", highlight=False
+            )
         else:
             updates_done = min(step * program.chunk_updates, static.num_updates)
             abstract = checkpoint.abstract_runner(program.init, program.hparams)
             runner, metrics = checkpointer.restore(step, abstract, updates_done)
             start_chunk = step
-            console.print(f"resuming at update {updates_done}/{static.num_updates}",
-                          highlight=False)
+            console.print(
+                f"resuming at update {updates_done}/{static.num_updates}",
+                highlight=False,
+            )
     else:
         resolved = config_lib.resolved_dict(sweep_config)
         resolved["chunk_updates"] = program.chunk_updates  # a resume must reuse it
@@ -163,8 +176,10 @@ def train_command(args) -> int:
 
     with progress:
         task = progress.add_task(
-            "compiling", total=static.num_updates,
-            completed=start_chunk * program.chunk_updates, rate="",
+            "compiling",
+            total=static.num_updates,
+            completed=start_chunk * program.chunk_updates,
+            rate="",
         )
 
         def on_chunk(report, runner, metrics):
@@ -186,13 +201,24 @@ def train_command(args) -> int:
             return stop.signum is not None
 
         runner, metrics, report = sweep.train(
-            sweep_config, on_chunk, program=program, runner=runner, metrics=metrics,
+            sweep_config,
+            on_chunk,
+            program=program,
+            runner=runner,
+            metrics=metrics,
             start_chunk=start_chunk,
         )
     checkpointer.close()
     complete = report.updates_done >= static.num_updates
-    summary = _write_outputs(out, sweep_config, runner, metrics, report,
-                             time.perf_counter() - started, complete)
+    summary = _write_outputs(
+        out,
+        sweep_config,
+        runner,
+        metrics,
+        report,
+        time.perf_counter() - started,
+        complete,
+    )
     if not complete:
         console.print(
             f"stopped at update {report.updates_done}/{static.num_updates}; partial results and a "
@@ -238,10 +264,15 @@ def _write_outputs(out, sweep_config, runner, metrics, report, wall, complete) -
     }
     results.write_json(out / "summary.json", summary)
     if len(frame):
-        plots.plot_curves(frame, out / "curves.png", swept=sweep_config.swept,
-                          title=static.env)
-        plots.plot_metric_panels(frame, out / "diagnostics.png", list(PANEL_METRICS),
-                                 swept=sweep_config.swept)
+        plots.plot_curves(
+            frame, out / "curves.png", swept=sweep_config.swept, title=static.env
+        )
+        plots.plot_metric_panels(
+            frame,
+            out / "diagnostics.png",
+            list(PANEL_METRICS),
+            swept=sweep_config.swept,
+        )
     return summary
 
 
@@ -297,7 +328,9 @@ def plot_command(args) -> int:
     plots.plot_curves(frame, run_dir / "curves.png", swept=swept)
     present = [m for m in PANEL_METRICS if m in frame.columns]
     plots.plot_metric_panels(frame, run_dir / "diagnostics.png", present, swept=swept)
-    console.print(f"wrote {run_dir}/curves.png and {run_dir}/diagnostics.png", highlight=False)
+    console.print(
+        f"wrote {run_dir}/curves.png and {run_dir}/diagnostics.png", highlight=False
+    )
     return 0
 
 
@@ -311,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a sweep (default: the paper's CartPole-v1 grid)",
         description="Train every run of a sweep as one compiled program.",
     )
-    train.add_argument("config", nargs="?", help="YAML config (default: the CartPole grid)")
+    train.add_argument(
+        "config", nargs="?", help="YAML config (default: the CartPole grid)"
+    )
     train.add_argument(
         "--set",
         action="append",

@@ -155,7 +155,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid YAML{where}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -169,7 +171,18 @@ def _as_bool(key: str, value: Any) -> bool:
     raise ConfigError(f"{key}={value!r}: expected true or false")
 
 
+def _numeric_string(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; accept it as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _as_int(key: str, value: Any, minimum: int = 1) -> int:
+    value = _numeric_string(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
     if isinstance(value, float) and not value.is_integer():
@@ -180,6 +193,7 @@ def _as_int(key: str, value: Any, minimum: int = 1) -> int:
 
 
 def _as_float(key: str, value: Any) -> float:
+    value = _numeric_string(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}={value!r}: expected a number")
     if not math.isfinite(value):
@@ -210,7 +224,9 @@ def _check_range(key: str, value: float) -> float:
     if not (ok_low and ok_high):
         left = "[" if low_in else "("
         right = "]" if high_in else ")"
-        raise ConfigError(f"{key}={value!r}: expected a value in {left}{low:g}, {high:g}{right}")
+        raise ConfigError(
+            f"{key}={value!r}: expected a value in {left}{low:g}, {high:g}{right}"
+        )
     return value
 
 
@@ -281,7 +297,9 @@ def _validate_static(values: dict[str, Any]) -> StaticConfig:
 def _seed_list(value: Any) -> list[int]:
     if isinstance(value, list):
         if not value:
-            raise ConfigError("seeds=[]: give a count N >= 1 or a non-empty list of seeds")
+            raise ConfigError(
+                "seeds=[]: give a count N >= 1 or a non-empty list of seeds"
+            )
         return [_as_int("seeds", v, minimum=0) for v in value]
     return list(range(_as_int("seeds", value, minimum=1)))
 
@@ -294,7 +312,8 @@ def resolve(values: dict[str, Any]) -> SweepConfig:
     """
     for key in values:
         if key not in ALL_KEYS:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key, ALL_KEYS)}")
+            hint = _suggest(key, ALL_KEYS) or f" (known keys: {', '.join(ALL_KEYS)})"
+            raise ConfigError(f"unknown config key {key!r}{hint}")
     static = _validate_static(values)
     seeds = _seed_list(values.get("seeds", 1))
     chunk = values.get("chunk_updates")
@@ -339,7 +358,9 @@ def resolve(values: dict[str, Any]) -> SweepConfig:
 def _check_soft_losses(runs) -> None:
     for run in runs:
         if run["loss"] in SOFT_LOSSES and not run["softness"] > 0:
-            raise ConfigError(f"softness={run['softness']!r}: loss {run['loss']} needs softness > 0")
+            raise ConfigError(
+                f"softness={run['softness']!r}: loss {run['loss']} needs softness > 0"
+            )
 
 
 def load(config_path: str | Path | None, overrides: list[str] = ()) -> SweepConfig:

@@ -31,7 +31,9 @@ class Categorical(NamedTuple):
 
     def log_prob(self, dist_params, action):
         log_p = jax.nn.log_softmax(dist_params)
-        return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), -1)[..., 0]
+        return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), -1)[
+            ..., 0
+        ]
 
     def entropy(self, dist_params):
         log_p = jax.nn.log_softmax(dist_params)
@@ -51,7 +53,9 @@ class DiagonalGaussian(NamedTuple):
         return 2 * self.action_dims
 
     def split(self, dist_params):
-        return dist_params[..., : self.action_dims], dist_params[..., self.action_dims :]
+        return dist_params[..., : self.action_dims], dist_params[
+            ..., self.action_dims :
+        ]
 
     def sample(self, key, dist_params):
         mean, log_std = self.split(dist_params)

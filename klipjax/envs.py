@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import gymnax
 import jax.numpy as jnp
@@ -68,4 +69,6 @@ def env_action(spec: EnvSpec, action):
     if not spec.continuous:
         return action
     clipped = jnp.clip(action, spec.action_low, spec.action_high)
-    return clipped[..., 0] if spec.env.action_space(spec.params).shape == () else clipped
+    return (
+        clipped[..., 0] if spec.env.action_space(spec.params).shape == () else clipped
+    )

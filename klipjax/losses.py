@@ -18,7 +18,8 @@ differ only in the per-sample coefficient ``beta_t``. With the step gate
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ sg = jax.lax.stop_gradient
 # distance past the harmful band edge in ratio units, ``upper_side`` is True where the
 # harmful edge is 1+eps (A > 0) and False where it is 1-eps (A < 0).
 GateFn = Callable[[jax.Array, jax.Array], jax.Array]
-Gate = Union[str, GateFn]
+Gate = str | GateFn
 
 GATES = ("step", "linear_ramp", "sigmoid")
 SIGMOID_LOGIT_LIMIT = 60.0
@@ -78,9 +79,7 @@ def _check_same_shape(**arrays: jax.Array) -> None:
 
 def _ratio_terms(log_prob, old_log_prob, advantage):
     """Returns (log_ratio, ratio, advantage) with gradient only through log_prob."""
-    _check_same_shape(
-        log_prob=log_prob, old_log_prob=old_log_prob, advantage=advantage
-    )
+    _check_same_shape(log_prob=log_prob, old_log_prob=old_log_prob, advantage=advantage)
     log_ratio = log_prob - sg(old_log_prob)
     return log_ratio, jnp.exp(log_ratio), sg(advantage)
 
@@ -199,13 +198,19 @@ def resolve_gate(gate: Gate, softness=None) -> GateFn:
     if gate == "step":
         return step_gate
     if gate not in GATES:
-        raise ValueError(f"unknown gate {gate!r}; expected one of {GATES} or a callable")
+        raise ValueError(
+            f"unknown gate {gate!r}; expected one of {GATES} or a callable"
+        )
     if softness is None:
         raise ValueError(f"gate {gate!r} needs softness > 0")
-    return linear_ramp_gate(softness) if gate == "linear_ramp" else sigmoid_gate(softness)
+    return (
+        linear_ramp_gate(softness) if gate == "linear_ramp" else sigmoid_gate(softness)
+    )
 
 
-def gate_weight(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None):
+def gate_weight(
+    log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None
+):
     """The gate value ``g_t`` in [0, 1] per sample (no gradient); 0 where ``A == 0``."""
     _, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
     ratio = sg(ratio)
@@ -219,7 +224,9 @@ def gate_weight(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", sof
     return sg(jnp.where(advantage == 0, 0.0, weight).astype(ratio.dtype))
 
 
-def klip_beta(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None):
+def klip_beta(
+    log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None
+):
     """Per-sample KL coefficient ``beta_t = -w*A*g_t`` (no gradient).
 
     With the step gate ``g_t = 1[I_kill]``: ``beta_t = -w*A`` on I_kill, else 0
@@ -238,7 +245,12 @@ def klip_beta(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softn
     """
     _, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
     weight = gate_weight(
-        log_prob, old_log_prob, advantage, clip_eps=clip_eps, gate=gate, softness=softness
+        log_prob,
+        old_log_prob,
+        advantage,
+        clip_eps=clip_eps,
+        gate=gate,
+        softness=softness,
     )
     return sg(-(ratio * advantage) * weight)
 
@@ -269,7 +281,12 @@ def klip(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=N
     """
     log_ratio, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
     weight = gate_weight(
-        log_prob, old_log_prob, advantage, clip_eps=clip_eps, gate=gate, softness=softness
+        log_prob,
+        old_log_prob,
+        advantage,
+        clip_eps=clip_eps,
+        gate=gate,
+        softness=softness,
     )
     beta = sg(-(ratio * advantage) * weight)
     effective_advantage = sg(advantage * (1.0 - weight))
@@ -410,10 +427,17 @@ def partition_fractions(log_prob, old_log_prob, advantage, *, clip_eps):
     return PartitionFractions(*(jnp.mean(p.astype(jnp.float32)) for p in parts))
 
 
-def beta_stats(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None):
+def beta_stats(
+    log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None
+):
     """Mean, median, 90th percentile of ``beta_t`` and mean ``|beta_t|`` on I_kill."""
     beta = klip_beta(
-        log_prob, old_log_prob, advantage, clip_eps=clip_eps, gate=gate, softness=softness
+        log_prob,
+        old_log_prob,
+        advantage,
+        clip_eps=clip_eps,
+        gate=gate,
+        softness=softness,
     )
     kill = partition(log_prob, old_log_prob, advantage, clip_eps=clip_eps).kill
     return summarize_beta(beta, kill)

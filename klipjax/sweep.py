@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -27,7 +28,9 @@ def stack_hparams(sweep: SweepConfig) -> HParams:
     columns = {}
     for field in HParams._fields:
         values = [getattr(h, field) for h in per_run]
-        dtype = np.int32 if field in ("seed", "loss_id", "kl_estimator_id") else np.float32
+        dtype = (
+            np.int32 if field in ("seed", "loss_id", "kl_estimator_id") else np.float32
+        )
         columns[field] = np.asarray(values, dtype)
     return HParams(**columns)
 
@@ -44,10 +47,16 @@ def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0)
         return max(1, min(requested, num_updates))
     target = max(1, round(num_updates / DEFAULT_CHUNKS))
     if align:
-        return max(size for size in range(1, min(target, align) + 1) if align % size == 0)
+        return max(
+            size for size in range(1, min(target, align) + 1) if align % size == 0
+        )
     for distance in range(target):
         for size in (target + distance, target - distance):
-            if 1 <= size <= num_updates and num_updates % size == 0 and size >= target / 2:
+            if (
+                1 <= size <= num_updates
+                and num_updates % size == 0
+                and size >= target / 2
+            ):
                 return size
     return target
 
@@ -75,7 +84,9 @@ def build(sweep: SweepConfig) -> SweepProgram:
     """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``."""
     static = sweep.static
     trainer = make_trainer(static)
-    chunk = choose_chunk(static.num_updates, sweep.chunk_updates, sweep.checkpoint_every)
+    chunk = choose_chunk(
+        static.num_updates, sweep.chunk_updates, sweep.checkpoint_every
+    )
     hparams = stack_hparams(sweep)
     sharding = _run_sharding(sweep.num_runs)
     if sharding is not None:
@@ -124,7 +135,9 @@ def train(
         runner = program.init(program.hparams)
     collected = [] if metrics is None else [metrics]
     chunks = []
-    report = ChunkReport(start_chunk, start_chunk * program.chunk_updates, 0, 0.0, 0.0, None)
+    report = ChunkReport(
+        start_chunk, start_chunk * program.chunk_updates, 0, 0.0, 0.0, None
+    )
     steps_per_chunk = program.chunk_updates * static.batch_size * sweep.num_runs
     for index in range(start_chunk, program.num_chunks):
         chunk_start = time.perf_counter()
@@ -143,13 +156,16 @@ def train(
             env_steps_done=updates * static.batch_size * sweep.num_runs,
             seconds=seconds,
             compile_seconds=compile_seconds,
-            steps_per_second=steady_chunks * steps_per_chunk / (seconds - compile_seconds)
+            steps_per_second=steady_chunks
+            * steps_per_chunk
+            / (seconds - compile_seconds)
             if steady_chunks
             else None,
         )
-        if on_chunk is not None:
-            if on_chunk(report, runner, _merge(collected, chunks, static.num_updates)):
-                break
+        if on_chunk is not None and on_chunk(
+            report, runner, _merge(collected, chunks, static.num_updates)
+        ):
+            break
     return runner, _merge(collected, chunks, static.num_updates), report
 
 
@@ -157,7 +173,9 @@ def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:
     """Concatenates chunk metrics into ``{name: [runs, updates]}``, tail trimmed."""
     merged = {}
     for name in Metrics._fields:
-        parts = [p[name] for p in previous] + [np.asarray(getattr(c, name)) for c in chunks]
+        parts = [p[name] for p in previous] + [
+            np.asarray(getattr(c, name)) for c in chunks
+        ]
         merged[name] = np.concatenate(parts, axis=1)[:, :num_updates] if parts else None
     return merged
 
@@ -183,10 +201,13 @@ def max_param_difference(runner: Runner, run_a: int, run_b: int) -> float:
 def identity_differences(sweep: SweepConfig, runner: Runner) -> dict:
     """Compares every ``ppo_clip`` run with the ``klip`` run that differs only in the
     loss: the theorem says their training is identical."""
+
     def key(run):
         return tuple(sorted((k, repr(v)) for k, v in run.items() if k != "loss"))
 
-    klip_runs = {key(run): i for i, run in enumerate(sweep.runs) if run["loss"] == "klip"}
+    klip_runs = {
+        key(run): i for i, run in enumerate(sweep.runs) if run["loss"] == "klip"
+    }
     pairs = [
         (i, klip_runs[key(run)])
         for i, run in enumerate(sweep.runs)
@@ -197,7 +218,9 @@ def identity_differences(sweep: SweepConfig, runner: Runner) -> dict:
     hashes = params_sha256(runner)
     return {
         "pairs": len(pairs),
-        "max_param_difference": max(max_param_difference(runner, a, b) for a, b in pairs),
+        "max_param_difference": max(
+            max_param_difference(runner, a, b) for a, b in pairs
+        ),
         "identical_params": all(hashes[a] == hashes[b] for a, b in pairs),
     }
 

@@ -11,7 +11,8 @@ rollout, GAE reverse scan, then epochs x minibatches of gradient steps.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -242,7 +243,9 @@ def make_trainer(static: StaticConfig) -> Trainer:
             obs_stats = _select(
                 normalize_obs, runner.obs_stats.update(runner.obs), runner.obs_stats
             )
-            policy_obs = jnp.where(normalize_obs, obs_stats.normalize(runner.obs), runner.obs)
+            policy_obs = jnp.where(
+                normalize_obs, obs_stats.normalize(runner.obs), runner.obs
+            )
             action_key, env_key = jax.random.split(step_key)
             dist_params = actor.apply(runner.params["actor"], policy_obs)
             action = dist.sample(action_key, dist_params)
@@ -258,13 +261,19 @@ def make_trainer(static: StaticConfig) -> Trainer:
             reward = reward.astype(jnp.float32)
             done = terminated | truncated
             final_obs = info["final_observation"].astype(jnp.float32)
-            final_obs = jnp.where(normalize_obs, obs_stats.normalize(final_obs), final_obs)
+            final_obs = jnp.where(
+                normalize_obs, obs_stats.normalize(final_obs), final_obs
+            )
 
             discounted = runner.discounted_return * hp.gamma + reward
             reward_stats = _select(
-                normalize_reward, runner.reward_stats.update(discounted), runner.reward_stats
+                normalize_reward,
+                runner.reward_stats.update(discounted),
+                runner.reward_stats,
             )
-            learner_reward = jnp.where(normalize_reward, reward_stats.scale(reward), reward)
+            learner_reward = jnp.where(
+                normalize_reward, reward_stats.scale(reward), reward
+            )
 
             episode_return = runner.episode_return + reward
             episode_length = runner.episode_length + 1.0
@@ -283,8 +292,14 @@ def make_trainer(static: StaticConfig) -> Trainer:
                 discounted_return=jnp.where(done, 0.0, discounted),
             )
             transition = Transition(
-                policy_obs, action, log_prob, dist_params, learner_reward,
-                terminated, done, final_obs,
+                policy_obs,
+                action,
+                log_prob,
+                dist_params,
+                learner_reward,
+                terminated,
+                done,
+                final_obs,
             )
             return (runner, completed), transition
 
@@ -303,7 +318,9 @@ def make_trainer(static: StaticConfig) -> Trainer:
         def loss_fn(params):
             dist_params = actor.apply(params["actor"], batch.obs)
             log_prob = dist.log_prob(dist_params, batch.action)
-            kl = kl_estimate(hp, batch.dist_params, dist_params, log_prob, batch.log_prob)
+            kl = kl_estimate(
+                hp, batch.dist_params, dist_params, log_prob, batch.log_prob
+            )
             policy = policy_loss_per_sample(
                 loss_id, hp, beta, log_prob, batch.log_prob, batch.advantage, kl
             ).mean()
@@ -315,9 +332,9 @@ def make_trainer(static: StaticConfig) -> Trainer:
             total = policy + hp.vf_coef * value_loss - hp.ent_coef * entropy
             return total, (policy, value_loss, entropy, log_prob)
 
-        grads, (policy, value_loss, entropy, log_prob) = jax.grad(loss_fn, has_aux=True)(
-            params
-        )
+        grads, (policy, value_loss, entropy, log_prob) = jax.grad(
+            loss_fn, has_aux=True
+        )(params)
         data = (log_prob, batch.log_prob, batch.advantage)
         fractions = losses.partition_fractions(*data, clip_eps=hp.clip_eps)
         beta_t = _beta_t(loss_id, hp, *data)
@@ -335,7 +352,9 @@ def make_trainer(static: StaticConfig) -> Trainer:
             beta_t_p90=beta_summary.p90,
             beta_t_kill_abs_mean=beta_summary.kill_abs_mean,
             approx_kl=losses.approx_kl(log_prob, batch.log_prob),
-            clip_fraction=losses.clip_fraction(log_prob, batch.log_prob, clip_eps=hp.clip_eps),
+            clip_fraction=losses.clip_fraction(
+                log_prob, batch.log_prob, clip_eps=hp.clip_eps
+            ),
             grad_norm=optax.tree.norm(grads),
             identity_gap=identity_gap(hp, params, batch)
             if static.identity_check
@@ -351,12 +370,16 @@ def make_trainer(static: StaticConfig) -> Trainer:
             def objective(actor_params):
                 dist_params = actor.apply(actor_params, batch.obs)
                 log_prob = dist.log_prob(dist_params, batch.action)
-                return loss(log_prob, batch.log_prob, batch.advantage, clip_eps=hp.clip_eps).mean()
+                return loss(
+                    log_prob, batch.log_prob, batch.advantage, clip_eps=hp.clip_eps
+                ).mean()
 
             return jax.grad(objective)(params["actor"])
 
         diff = jax.tree.map(
-            lambda a, b: jnp.max(jnp.abs(a - b)), grad_of(losses.ppo_clip), grad_of(losses.klip)
+            lambda a, b: jnp.max(jnp.abs(a - b)),
+            grad_of(losses.ppo_clip),
+            grad_of(losses.klip),
         )
         return jnp.max(jnp.stack(jax.tree.leaves(diff)))
 
@@ -368,14 +391,21 @@ def make_trainer(static: StaticConfig) -> Trainer:
         values_all = critic.apply(runner.params["critic"], both)
         values, next_values = jnp.split(values_all, 2)
         advantages, targets = gae(
-            traj.reward, values, next_values, traj.terminated, traj.done,
-            gamma=hp.gamma, gae_lambda=hp.gae_lambda,
+            traj.reward,
+            values,
+            next_values,
+            traj.terminated,
+            traj.done,
+            gamma=hp.gamma,
+            gae_lambda=hp.gae_lambda,
         )
 
         def flat(x):
             return x.reshape((batch_size,) + x.shape[2:])
 
-        normalised = (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
+        normalised = (advantages - advantages.mean()) / (
+            advantages.std() + ADVANTAGE_EPS
+        )
         batch = Batch(
             obs=flat(traj.obs),
             action=flat(traj.action),
@@ -425,7 +455,9 @@ def make_trainer(static: StaticConfig) -> Trainer:
         episodes = completed[2]
         mean_stats = jax.tree.map(jnp.mean, stats)
         flat_values, flat_targets = flat(values), flat(targets)
-        explained_variance = 1.0 - jnp.var(flat_targets - flat_values) / jnp.var(flat_targets)
+        explained_variance = 1.0 - jnp.var(flat_targets - flat_values) / jnp.var(
+            flat_targets
+        )
         metrics = Metrics(
             env_steps=((update_index + 1) * batch_size).astype(jnp.float32),
             episode_return=jnp.where(episodes > 0, completed[0] / episodes, jnp.nan),
@@ -452,7 +484,11 @@ def make_trainer(static: StaticConfig) -> Trainer:
             identity_gap=jnp.max(stats.identity_gap),
         )
         runner = runner._replace(
-            params=params, opt_state=opt_state, beta=beta, key=key, update=update_index + 1
+            params=params,
+            opt_state=opt_state,
+            beta=beta,
+            key=key,
+            update=update_index + 1,
         )
         return runner, metrics
 
@@ -461,17 +497,30 @@ def make_trainer(static: StaticConfig) -> Trainer:
         parameters or losses turn non-finite and records where."""
         active = (runner.update < static.num_updates) & (runner.diverged_at < 0)
         new_runner, metrics = update(runner, hp)
-        finite = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_runner.params)])
-        ) & jnp.isfinite(metrics.policy_loss) & jnp.isfinite(metrics.value_loss)
+        finite = (
+            jnp.all(
+                jnp.stack(
+                    [
+                        jnp.all(jnp.isfinite(x))
+                        for x in jax.tree.leaves(new_runner.params)
+                    ]
+                )
+            )
+            & jnp.isfinite(metrics.policy_loss)
+            & jnp.isfinite(metrics.value_loss)
+        )
         accept = active & finite
         diverged_at = jnp.where(active & ~finite, runner.update, runner.diverged_at)
         runner = _select(accept, new_runner, runner)._replace(diverged_at=diverged_at)
-        metrics = _select(accept, metrics, jax.tree.map(lambda m: jnp.full_like(m, jnp.nan), metrics))
+        metrics = _select(
+            accept, metrics, jax.tree.map(lambda m: jnp.full_like(m, jnp.nan), metrics)
+        )
         return runner, metrics
 
     def run_chunk(runner: Runner, hp: HParams, num_updates: int):
         """``num_updates`` guarded updates (a static scan length)."""
-        return jax.lax.scan(lambda r, x: guarded_update(r, hp, x), runner, None, length=num_updates)
+        return jax.lax.scan(
+            lambda r, x: guarded_update(r, hp, x), runner, None, length=num_updates
+        )
 
     return Trainer(spec=spec, init=init, run_chunk=run_chunk)

@@ -33,7 +33,9 @@ class ConstantReward(environment.Environment):
 
     def step_env(self, key, state, action, params):
         state = ProbeState(time=state.time + 1)
-        terminated = jnp.logical_and(params.terminate_at > 0, state.time >= params.terminate_at)
+        terminated = jnp.logical_and(
+            params.terminate_at > 0, state.time >= params.terminate_at
+        )
         return self.get_obs(state), state, jnp.asarray(1.0), terminated, {}
 
     def reset_env(self, key, params):

@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_is_the_papers_cartpole_grid():
     cfg = config.load(None)
     assert cfg.static.env == "CartPole-v1" and cfg.static.num_updates == 195
-    assert [r["loss"] for r in cfg.runs[::5]] == ["ppo_clip", "klip", "kl_fixed", "kl_adaptive"]
+    assert [r["loss"] for r in cfg.runs[::5]] == [
+        "ppo_clip",
+        "klip",
+        "kl_fixed",
+        "kl_adaptive",
+    ]
     assert [r["seed"] for r in cfg.runs[:5]] == [0, 1, 2, 3, 4]
     assert cfg.num_runs == 20 and cfg.swept == ()
 
@@ -25,15 +30,27 @@ def test_lists_become_grid_axes_in_the_order_given():
     assert cfg.num_runs == 8
     order = [(r["clip_eps"], r["loss"], r["seed"]) for r in cfg.runs]
     # the default config names loss first; the new key clip_eps nests inside it
-    assert order[:4] == [(0.1, "ppo_clip", 0), (0.1, "ppo_clip", 1), (0.3, "ppo_clip", 0),
-                         (0.3, "ppo_clip", 1)]
+    assert order[:4] == [
+        (0.1, "ppo_clip", 0),
+        (0.1, "ppo_clip", 1),
+        (0.3, "ppo_clip", 0),
+        (0.3, "ppo_clip", 1),
+    ]
     assert cfg.swept == ("clip_eps",)
     assert config.hparams_of(cfg.runs[0]).loss_id == config.LOSSES.index("ppo_clip")
 
 
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 reads 1e-3 as a string; users write it anyway
+    cfg = config.load(None, ["lr=1e-3", "total_steps=2e5"])
+    assert cfg.runs[0]["lr"] == 1e-3 and cfg.static.total_steps == 200_000
+
+
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("env: Acrobot-v1\nloss: klip_sigmoid\nsoftness: [0.01, 0.1]\nseeds: [3, 7]\n")
+    path.write_text(
+        "env: Acrobot-v1\nloss: klip_sigmoid\nsoftness: [0.01, 0.1]\nseeds: [3, 7]\n"
+    )
     cfg = config.load(path, ["gamma=0.9"])
     assert cfg.static.env == "Acrobot-v1"
     assert {r["seed"] for r in cfg.runs} == {3, 7}
@@ -44,7 +61,9 @@ def test_yaml_file_and_overrides(tmp_path):
     assert config.resolve(resolved).runs == cfg.runs
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_config_loads(path):
     cfg = config.load(path)
     assert cfg.num_runs >= 1
@@ -55,6 +74,8 @@ BAD = [
     (["loss=ppo_clipp"], "unknown loss.*ppo_clip"),
     (["clip_epsilon=0.2"], "unknown config key 'clip_epsilon'.*clip_eps"),
     (["lr=fast"], "lr='fast': expected a number"),
+    (["foo=1"], "unknown config key 'foo' \\(known keys: env, "),
+    (["--out=x"], "unknown config key '--out'"),
     (["lr=0"], r"lr=0.0: expected a value in \(0"),
     (["clip_eps=0"], "clip_eps"),
     (["clip_eps=1.0"], "clip_eps"),
@@ -109,7 +130,11 @@ def test_cli_reports_bad_input_with_exit_2_and_no_traceback(tmp_path, capsys):
 def test_cli_error_in_a_fresh_process_is_one_clean_line():
     done = subprocess.run(
         [sys.executable, "-m", "klipjax", "train", "--set", "gamma=2"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "gamma=2" in done.stderr and "Traceback" not in done.stderr

@@ -42,8 +42,13 @@ def test_constant_reward_with_time_limit_has_zero_advantage_at_true_values():
     np.testing.assert_allclose(advantages, 0.0, atol=1e-5)
     # Treating truncation as termination (the common bug) would not give zeros.
     wrong, _ = gae(
-        jnp.ones(steps), jnp.full(steps, value), jnp.full(steps, value),
-        done, done, gamma=gamma, gae_lambda=0.95,
+        jnp.ones(steps),
+        jnp.full(steps, value),
+        jnp.full(steps, value),
+        done,
+        done,
+        gamma=gamma,
+        gae_lambda=0.95,
     )
     assert float(jnp.min(wrong)) < -8.0
 
@@ -56,7 +61,13 @@ def test_two_step_discounting():
     next_values = jnp.array([1.0, 123.0, 1.0, 123.0])  # terminal successors are ignored
     terminated = jnp.array([False, True, False, True])
     advantages, returns = gae(
-        rewards, values, next_values, terminated, terminated, gamma=gamma, gae_lambda=1.0
+        rewards,
+        values,
+        next_values,
+        terminated,
+        terminated,
+        gamma=gamma,
+        gae_lambda=1.0,
     )
     np.testing.assert_allclose(advantages, 0.0, atol=1e-6)
     np.testing.assert_allclose(returns, values, atol=1e-6)
@@ -71,7 +82,12 @@ def test_batched_envs_are_independent():
     adv, _ = gae(r, v, nv, term, done, gamma=0.99, gae_lambda=0.9)
     for env in range(3):
         single, _ = gae(
-            r[:, env], v[:, env], nv[:, env], term[:, env], done[:, env],
-            gamma=0.99, gae_lambda=0.9,
+            r[:, env],
+            v[:, env],
+            nv[:, env],
+            term[:, env],
+            done[:, env],
+            gamma=0.99,
+            gae_lambda=0.9,
         )
         np.testing.assert_allclose(adv[:, env], single, rtol=1e-6)

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def finals_by_loss(cfg):
     runner, metrics, _ = sweep.train(cfg)
-    finals = results.final_returns(metrics, cfg.static.num_updates * cfg.static.batch_size)
+    finals = results.final_returns(
+        metrics, cfg.static.num_updates * cfg.static.batch_size
+    )
     by_loss: dict[str, list[float]] = {}
     for run, final in zip(cfg.runs, finals):
         by_loss.setdefault(run["loss"], []).append(final)

@@ -110,9 +110,15 @@ def test_soft_min_and_value_loss_hand_cases():
     # softmin = -0.1*log(exp(-15) + exp(-12)) = 1.2 - 0.1*log(1 + exp(-3)) = 1.195151
     # loss = -2 * 1.195151 = -2.390302
     value = losses.soft_min_clip(
-        jnp.log(jnp.array([1.5])), jnp.zeros(1), jnp.array([2.0]), clip_eps=EPS, softness=0.1
+        jnp.log(jnp.array([1.5])),
+        jnp.zeros(1),
+        jnp.array([2.0]),
+        clip_eps=EPS,
+        softness=0.1,
     )
-    np.testing.assert_allclose(value, [-2 * (1.2 - 0.1 * math.log1p(math.exp(-3)))], rtol=1e-6)
+    np.testing.assert_allclose(
+        value, [-2 * (1.2 - 0.1 * math.log1p(math.exp(-3)))], rtol=1e-6
+    )
     # v = 1.5, v_old = 1.0, R = 2.0, eps 0.2: (1.5-2)^2 = 0.25; clipped 1.2 -> 0.64
     # loss = 0.5 * max(0.25, 0.64) = 0.32
     vl = losses.clipped_value_loss(
@@ -127,10 +133,14 @@ def test_kl_estimators_hand_cases():
     np.testing.assert_allclose(losses.sampled_kl(lp, old), [-math.log(2)], rtol=1e-6)
     np.testing.assert_allclose(losses.k3_kl(lp, old), [1 - math.log(2)], rtol=1e-6)
     # KL([0.5, 0.5] || [0.25, 0.75]) = 0.5 log 2 + 0.5 log(2/3) = 0.143841
-    kl = losses.categorical_kl(jnp.log(jnp.array([0.5, 0.5])), jnp.log(jnp.array([0.25, 0.75])))
+    kl = losses.categorical_kl(
+        jnp.log(jnp.array([0.5, 0.5])), jnp.log(jnp.array([0.25, 0.75]))
+    )
     np.testing.assert_allclose(kl, 0.5 * math.log(2) + 0.5 * math.log(2 / 3), rtol=1e-6)
     # KL(N(0, 1) || N(1, 2^2)) = log 2 + (1 + 1)/(2*4) - 1/2 = 0.443147
-    kl = losses.gaussian_kl(jnp.zeros(1), jnp.zeros(1), jnp.ones(1), jnp.log(jnp.array([2.0])))
+    kl = losses.gaussian_kl(
+        jnp.zeros(1), jnp.zeros(1), jnp.ones(1), jnp.log(jnp.array([2.0]))
+    )
     np.testing.assert_allclose(kl, math.log(2) + 2 / 8 - 0.5, rtol=1e-6)
 
 
@@ -141,13 +151,20 @@ def test_kl_estimators_hand_cases():
 def test_klip_gradient_equals_ppo_clip_gradient_float64(clip_eps):
     with float64():
         lp, old, adv = random_cases(jax.random.key(1), 4000, jnp.float64, clip_eps)
-        grad_clip = jax.grad(lambda p: losses.ppo_clip(p, old, adv, clip_eps=clip_eps).mean())(lp)
-        grad_klip = jax.grad(lambda p: losses.klip(p, old, adv, clip_eps=clip_eps).mean())(lp)
+        grad_clip = jax.grad(
+            lambda p: losses.ppo_clip(p, old, adv, clip_eps=clip_eps).mean()
+        )(lp)
+        grad_klip = jax.grad(
+            lambda p: losses.klip(p, old, adv, clip_eps=clip_eps).mean()
+        )(lp)
         kill = losses.partition(lp, old, adv, clip_eps=clip_eps).kill
         assert 0.02 < float(kill.mean()) < 0.5  # the property is not vacuous
         np.testing.assert_allclose(grad_klip, grad_clip, rtol=1e-13, atol=1e-16)
         np.testing.assert_allclose(
-            grad_clip, reference_ppo_clip_grad(lp, old, adv, clip_eps), rtol=1e-13, atol=1e-16
+            grad_clip,
+            reference_ppo_clip_grad(lp, old, adv, clip_eps),
+            rtol=1e-13,
+            atol=1e-16,
         )
         assert jnp.all(jnp.where(kill, grad_clip, 0.0) == 0.0)
 
@@ -163,7 +180,9 @@ def test_naive_kl_surrogate_has_the_same_gradient_float64():
             return -(jnp.exp(x) * adv + jax.lax.stop_gradient(beta) * x).mean()
 
         grad_naive = jax.grad(naive)(lp)
-        grad_klip = jax.grad(lambda p: losses.klip(p, old, adv, clip_eps=EPS).mean())(lp)
+        grad_klip = jax.grad(lambda p: losses.klip(p, old, adv, clip_eps=EPS).mean())(
+            lp
+        )
         np.testing.assert_allclose(grad_klip, grad_naive, rtol=1e-12, atol=1e-15)
         beta = losses.klip_beta(lp, old, adv, clip_eps=EPS)
         naive_value = -(jnp.exp(lp - old) * adv + beta * (lp - old))
@@ -178,13 +197,23 @@ def test_phi_form_equals_ppo_clip_in_value_float64():
         w = jnp.exp(lp - old)
         phi = losses.phi_penalty(lp, old, adv, clip_eps=EPS)
         np.testing.assert_allclose(
-            -(w * adv - phi), losses.ppo_clip(lp, old, adv, clip_eps=EPS), rtol=1e-13, atol=1e-15
+            -(w * adv - phi),
+            losses.ppo_clip(lp, old, adv, clip_eps=EPS),
+            rtol=1e-13,
+            atol=1e-15,
         )
         # and in gradient
         g_phi = jax.grad(
-            lambda p: (-(jnp.exp(p - old) * adv - losses.phi_penalty(p, old, adv, clip_eps=EPS))).mean()
+            lambda p: (
+                -(
+                    jnp.exp(p - old) * adv
+                    - losses.phi_penalty(p, old, adv, clip_eps=EPS)
+                )
+            ).mean()
         )(lp)
-        g_clip = jax.grad(lambda p: losses.ppo_clip(p, old, adv, clip_eps=EPS).mean())(lp)
+        g_clip = jax.grad(lambda p: losses.ppo_clip(p, old, adv, clip_eps=EPS).mean())(
+            lp
+        )
         np.testing.assert_allclose(g_phi, g_clip, rtol=1e-12, atol=1e-16)
 
 
@@ -192,12 +221,18 @@ def test_phi_form_equals_ppo_clip_in_value_float64():
 def test_soft_gates_tend_to_the_step(gate):
     with float64():
         # stay at least 1e-3 away from the edges so the limit is reached uniformly
-        lp, old, adv = random_cases(jax.random.key(4), 2000, jnp.float64, edge_margin=1e-3)
-        step_grad = jax.grad(lambda p: losses.klip(p, old, adv, clip_eps=EPS).mean())(lp)
+        lp, old, adv = random_cases(
+            jax.random.key(4), 2000, jnp.float64, edge_margin=1e-3
+        )
+        step_grad = jax.grad(lambda p: losses.klip(p, old, adv, clip_eps=EPS).mean())(
+            lp
+        )
         errors = []
         for softness in [1e-1, 1e-2, 1e-3, 1e-5]:
             grad = jax.grad(
-                lambda p: losses.klip(p, old, adv, clip_eps=EPS, gate=gate, softness=softness).mean()
+                lambda p, s=softness: losses.klip(
+                    p, old, adv, clip_eps=EPS, gate=gate, softness=s
+                ).mean()
             )(lp)
             errors.append(float(jnp.max(jnp.abs(grad - step_grad))))
         assert errors == sorted(errors, reverse=True)
@@ -207,18 +242,31 @@ def test_soft_gates_tend_to_the_step(gate):
         lp_in = old_in + jnp.linspace(-0.05, 0.05, 50)
         adv_in = jnp.linspace(-1, 1, 50)
         g_soft = jax.grad(
-            lambda p: losses.klip(p, old_in, adv_in, clip_eps=EPS, gate=gate, softness=1e-3).sum()
+            lambda p: losses.klip(
+                p, old_in, adv_in, clip_eps=EPS, gate=gate, softness=1e-3
+            ).sum()
         )(lp_in)
-        np.testing.assert_allclose(g_soft, -jnp.exp(lp_in - old_in) * adv_in, atol=1e-12)
+        np.testing.assert_allclose(
+            g_soft, -jnp.exp(lp_in - old_in) * adv_in, atol=1e-12
+        )
 
 
 def test_soft_min_tends_to_ppo_clip():
     with float64():
-        lp, old, adv = random_cases(jax.random.key(5), 2000, jnp.float64, edge_margin=1e-3)
+        lp, old, adv = random_cases(
+            jax.random.key(5), 2000, jnp.float64, edge_margin=1e-3
+        )
         clip_value = losses.ppo_clip(lp, old, adv, clip_eps=EPS)
         gaps = [
-            float(jnp.max(jnp.abs(losses.soft_min_clip(lp, old, adv, clip_eps=EPS, softness=s) - clip_value)
-                          / jnp.maximum(jnp.abs(adv), 1e-8)))
+            float(
+                jnp.max(
+                    jnp.abs(
+                        losses.soft_min_clip(lp, old, adv, clip_eps=EPS, softness=s)
+                        - clip_value
+                    )
+                    / jnp.maximum(jnp.abs(adv), 1e-8)
+                )
+            )
             for s in [0.1, 0.01, 0.001]
         ]
         # the soft minimum of two equal branches sits s*log 2 below: the bound is tight
@@ -233,7 +281,11 @@ def test_kl_penalty_with_zero_beta_is_the_unclipped_surrogate():
         value = losses.kl_penalty(lp, old, adv, kl, beta=0.0)
         np.testing.assert_allclose(value, -jnp.exp(lp - old) * adv, rtol=1e-14)
         # beta scales the caller's KL, gradient included
-        g = jax.grad(lambda p: losses.kl_penalty(p, old, adv, losses.sampled_kl(p, old), beta=2.0).sum())(lp)
+        g = jax.grad(
+            lambda p: losses.kl_penalty(
+                p, old, adv, losses.sampled_kl(p, old), beta=2.0
+            ).sum()
+        )(lp)
         np.testing.assert_allclose(g, -jnp.exp(lp - old) * adv - 2.0, rtol=1e-13)
 
 
@@ -257,7 +309,9 @@ def test_old_log_prob_and_advantage_carry_no_gradient():
         lambda o, a: losses.soft_min_clip(lp, o, a, clip_eps=EPS, softness=0.05),
         lambda o, a: losses.phi_penalty(lp, o, a, clip_eps=EPS),
     ]:
-        g_old, g_adv = jax.grad(lambda o, a: fn(o, a).sum(), argnums=(0, 1))(old, adv)
+        g_old, g_adv = jax.grad(lambda o, a, f=fn: f(o, a).sum(), argnums=(0, 1))(
+            old, adv
+        )
         assert jnp.all(g_old == 0) and jnp.all(g_adv == 0)
 
 
@@ -266,12 +320,20 @@ def test_old_log_prob_and_advantage_carry_no_gradient():
 POLICY_LOSSES = {
     "ppo_clip": lambda lp, o, a, e: losses.ppo_clip(lp, o, a, clip_eps=e),
     "klip": lambda lp, o, a, e: losses.klip(lp, o, a, clip_eps=e),
-    "klip_ramp": lambda lp, o, a, e: losses.klip(lp, o, a, clip_eps=e, gate="linear_ramp", softness=e / 4),
-    "klip_sigmoid": lambda lp, o, a, e: losses.klip(lp, o, a, clip_eps=e, gate="sigmoid", softness=e / 4),
+    "klip_ramp": lambda lp, o, a, e: losses.klip(
+        lp, o, a, clip_eps=e, gate="linear_ramp", softness=e / 4
+    ),
+    "klip_sigmoid": lambda lp, o, a, e: losses.klip(
+        lp, o, a, clip_eps=e, gate="sigmoid", softness=e / 4
+    ),
     "klip_beta": lambda lp, o, a, e: losses.klip_beta(lp, o, a, clip_eps=e),
-    "soft_min": lambda lp, o, a, e: losses.soft_min_clip(lp, o, a, clip_eps=e, softness=e / 4),
+    "soft_min": lambda lp, o, a, e: losses.soft_min_clip(
+        lp, o, a, clip_eps=e, softness=e / 4
+    ),
     "phi": lambda lp, o, a, e: losses.phi_penalty(lp, o, a, clip_eps=e),
-    "kl_penalty": lambda lp, o, a, e: losses.kl_penalty(lp, o, a, losses.k3_kl(lp, o), beta=e),
+    "kl_penalty": lambda lp, o, a, e: losses.kl_penalty(
+        lp, o, a, losses.k3_kl(lp, o), beta=e
+    ),
     "in_band": lambda lp, o, a, e: losses.partition(lp, o, a, clip_eps=e).in_band,
     "value": lambda lp, o, a, e: losses.clipped_value_loss(lp, o, a, clip_eps=e),
 }
@@ -282,10 +344,14 @@ def test_jit_and_vmap_over_clip_eps(name):
     fn = POLICY_LOSSES[name]
     lp, old, adv = random_cases(jax.random.key(8), 32, jnp.float32)
     eps_grid = jnp.array([0.1, 0.2, 0.3])
-    batched = jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))(lp, old, adv, eps_grid)
+    batched = jax.jit(jax.vmap(fn, in_axes=(None, None, None, 0)))(
+        lp, old, adv, eps_grid
+    )
     assert batched.shape == (3, 32)
     for i, e in enumerate([0.1, 0.2, 0.3]):
-        np.testing.assert_allclose(batched[i], fn(lp, old, adv, e), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            batched[i], fn(lp, old, adv, e), rtol=1e-6, atol=1e-7
+        )
 
 
 def test_token_shaped_inputs_and_masking():
@@ -303,9 +369,13 @@ def test_shape_mismatch_is_a_value_error():
     with pytest.raises(ValueError, match="share one shape"):
         losses.ppo_clip(jnp.zeros(3), jnp.zeros(4), jnp.zeros(3), clip_eps=EPS)
     with pytest.raises(ValueError, match="softness"):
-        losses.klip(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3), clip_eps=EPS, gate="sigmoid")
+        losses.klip(
+            jnp.zeros(3), jnp.zeros(3), jnp.zeros(3), clip_eps=EPS, gate="sigmoid"
+        )
     with pytest.raises(ValueError, match="unknown gate"):
-        losses.klip(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3), clip_eps=EPS, gate="cubic")
+        losses.klip(
+            jnp.zeros(3), jnp.zeros(3), jnp.zeros(3), clip_eps=EPS, gate="cubic"
+        )
 
 
 # Float32 under jit: the identity is exact, not merely close.
@@ -320,7 +390,9 @@ def test_float32_jit_gradients_are_bitwise_identical():
     def grads(lp, old, adv):
         def per_minibatch(args):
             p, o, a = args
-            g_clip = jax.grad(lambda q: losses.ppo_clip(q, o, a, clip_eps=EPS).mean())(p)
+            g_clip = jax.grad(lambda q: losses.ppo_clip(q, o, a, clip_eps=EPS).mean())(
+                p
+            )
             g_klip = jax.grad(lambda q: losses.klip(q, o, a, clip_eps=EPS).mean())(p)
             return g_clip, g_klip
 
@@ -344,13 +416,18 @@ def test_diagnostics_match_their_definitions():
     np.testing.assert_allclose(stats.mean, beta.mean(), rtol=1e-5)
     np.testing.assert_allclose(stats.p90, np.percentile(beta, 90), rtol=1e-5)
     kill = np.asarray(parts.kill)
-    np.testing.assert_allclose(stats.kill_abs_mean, np.abs(beta[kill]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        stats.kill_abs_mean, np.abs(beta[kill]).mean(), rtol=1e-5
+    )
     # beta_t = -w*A on I_kill: opposite sign to A, a positive penalty on the KL -x
     a, x = np.asarray(adv), np.asarray(lp - old)
     assert np.all(np.sign(beta[kill]) == -np.sign(a[kill])) and np.all(beta[~kill] == 0)
     assert np.all(beta[kill] * -x[kill] > 0)
     w = np.exp(np.asarray(lp, np.float64) - np.asarray(old, np.float64))
-    np.testing.assert_allclose(losses.approx_kl(lp, old), np.mean(w - 1 - np.log(w)), rtol=1e-3)
     np.testing.assert_allclose(
-        losses.clip_fraction(lp, old, clip_eps=EPS), 1 - np.mean(np.asarray(parts.in_band))
+        losses.approx_kl(lp, old), np.mean(w - 1 - np.log(w)), rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        losses.clip_fraction(lp, old, clip_eps=EPS),
+        1 - np.mean(np.asarray(parts.in_band)),
     )

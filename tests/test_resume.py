@@ -12,8 +12,18 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--set", "total_steps=16384", "--set", "epochs=2", "--set", "seeds=2",
-        "--set", "loss=[ppo_clip,kl_adaptive]", "--set", "num_steps=64"]
+ARGS = [
+    "--set",
+    "total_steps=16384",
+    "--set",
+    "epochs=2",
+    "--set",
+    "seeds=2",
+    "--set",
+    "loss=[ppo_clip,kl_adaptive]",
+    "--set",
+    "num_steps=64",
+]
 # 16384 / (4*64) = 64 updates; checkpoints every 4 updates.
 EVERY = ["--checkpoint-every", "4"]
 
@@ -21,12 +31,16 @@ EVERY = ["--checkpoint-every", "4"]
 def klipjax(*args, **kwargs):
     return subprocess.Popen(
         [sys.executable, "-m", "klipjax", "train", *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
 def finish(process, timeout=300):
-    out, err = process.communicate(timeout=timeout)
+    _, err = process.communicate(timeout=timeout)
     return process.returncode, err
 
 
@@ -60,7 +74,8 @@ def assert_same_run(result, reference):
     ref_summary, ref_frame = reference
     assert summary["complete"] and summary["updates_done"] == 64
     assert [r["params_sha256"] for r in summary["runs"]] == [
-        r["params_sha256"] for r in ref_summary["runs"]]
+        r["params_sha256"] for r in ref_summary["runs"]
+    ]
     pd.testing.assert_frame_equal(frame, ref_frame)
 
 

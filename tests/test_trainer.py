@@ -10,8 +10,14 @@ from klipjax import config, envs, sweep
 from klipjax.trainer import make_trainer
 from tests.probe_envs import constant_reward
 
-TINY = {"env": "CartPole-v1", "total_steps": 2048, "num_envs": 4, "num_steps": 64,
-        "epochs": 2, "minibatch_size": 64}
+TINY = {
+    "env": "CartPole-v1",
+    "total_steps": 2048,
+    "num_envs": 4,
+    "num_steps": 64,
+    "epochs": 2,
+    "minibatch_size": 64,
+}
 
 
 def tiny(**overrides):
@@ -56,18 +62,29 @@ def test_truncation_bootstraps_from_the_final_observation():
     # 1/(1-gamma) = 2 for gamma 0.5. Merging truncation into termination would
     # teach the critic the steps-to-go average, about 1.61.
     envs.register("ProbeConstant-v0", constant_reward(max_steps=5))
-    cfg = config.resolve({
-        "env": "ProbeConstant-v0", "total_steps": 8192, "num_envs": 4, "num_steps": 32,
-        "epochs": 4, "minibatch_size": 32, "gamma": 0.5, "lr": 3e-3, "anneal_lr": False,
-        "value_clip_eps": 100.0,
-    })
+    cfg = config.resolve(
+        {
+            "env": "ProbeConstant-v0",
+            "total_steps": 8192,
+            "num_envs": 4,
+            "num_steps": 32,
+            "epochs": 4,
+            "minibatch_size": 32,
+            "gamma": 0.5,
+            "lr": 3e-3,
+            "anneal_lr": False,
+            "value_clip_eps": 100.0,
+        }
+    )
     program = sweep.build(cfg)
     runner, _, _ = sweep.train(cfg, program=program)
     trainer = make_trainer(cfg.static)
     critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
     from klipjax.networks import Critic
 
-    value = Critic(cfg.static.hidden_sizes).apply(critic_params, np.zeros((1,), np.float32))
+    value = Critic(cfg.static.hidden_sizes).apply(
+        critic_params, np.zeros((1,), np.float32)
+    )
     assert trainer.spec.obs_shape == (1,)
     assert abs(float(value) - 2.0) < 0.05
 
@@ -77,16 +94,27 @@ def test_terminal_steps_do_not_bootstrap():
     # observation is constant, so the critic sees the mix of both steps: targets
     # 1.5 and 1.0, mean 1.25. Bootstrapping through termination would give more.
     envs.register("ProbeTwoStep-v0", constant_reward(max_steps=50, terminate_at=2))
-    cfg = config.resolve({
-        "env": "ProbeTwoStep-v0", "total_steps": 8192, "num_envs": 4, "num_steps": 32,
-        "epochs": 4, "minibatch_size": 32, "gamma": 0.5, "lr": 3e-3, "anneal_lr": False,
-        "value_clip_eps": 100.0,
-    })
+    cfg = config.resolve(
+        {
+            "env": "ProbeTwoStep-v0",
+            "total_steps": 8192,
+            "num_envs": 4,
+            "num_steps": 32,
+            "epochs": 4,
+            "minibatch_size": 32,
+            "gamma": 0.5,
+            "lr": 3e-3,
+            "anneal_lr": False,
+            "value_clip_eps": 100.0,
+        }
+    )
     runner, metrics, _ = sweep.train(cfg)
     from klipjax.networks import Critic
 
     critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
-    value = Critic(cfg.static.hidden_sizes).apply(critic_params, np.zeros((1,), np.float32))
+    value = Critic(cfg.static.hidden_sizes).apply(
+        critic_params, np.zeros((1,), np.float32)
+    )
     assert abs(float(value) - 1.25) < 0.05
     np.testing.assert_allclose(metrics["episode_length"][0], 2.0)
     np.testing.assert_allclose(metrics["episode_return"][0], 2.0)
@@ -94,7 +122,7 @@ def test_terminal_steps_do_not_bootstrap():
 
 def test_live_identity_check_is_exactly_zero_on_training_data():
     cfg = tiny(loss="ppo_clip", identity_check=True, seeds=2, epochs=10, lr=1e-3)
-    runner, metrics, _ = sweep.train(cfg)
+    _, metrics, _ = sweep.train(cfg)
     assert np.all(metrics["identity_gap"] == 0.0)
     assert np.max(metrics["kill_fraction"]) > 0  # clipping actually happened
 
@@ -103,11 +131,19 @@ def test_ppo_clip_and_klip_train_identically():
     cfg = tiny(loss=["ppo_clip", "klip", "kl_fixed"], seeds=2, total_steps=4096)
     runner, metrics, _ = sweep.train(cfg)
     hashes = sweep.params_sha256(runner)
-    assert hashes[0] == hashes[2] and hashes[1] == hashes[3]  # ppo_clip == klip, per seed
+    assert (
+        hashes[0] == hashes[2] and hashes[1] == hashes[3]
+    )  # ppo_clip == klip, per seed
     assert hashes[0] != hashes[4] and hashes[0] != hashes[1]  # not trivially equal
-    np.testing.assert_array_equal(metrics["episode_return"][:2], metrics["episode_return"][2:4])
+    np.testing.assert_array_equal(
+        metrics["episode_return"][:2], metrics["episode_return"][2:4]
+    )
     identity = sweep.identity_differences(cfg, runner)
-    assert identity == {"pairs": 2, "max_param_difference": 0.0, "identical_params": True}
+    assert identity == {
+        "pairs": 2,
+        "max_param_difference": 0.0,
+        "identical_params": True,
+    }
 
 
 def test_adaptive_beta_follows_the_rule():
@@ -115,8 +151,11 @@ def test_adaptive_beta_follows_the_rule():
     _, metrics, _ = sweep.train(cfg)
     beta, kl = metrics["beta"][0], metrics["rollout_kl"][0]
     previous = np.concatenate([[1.0], beta[:-1]])
-    expected = np.where(kl > 1.5 * 0.002, previous * 2,
-                        np.where(kl < 0.002 / 1.5, previous / 2, previous))
+    expected = np.where(
+        kl > 1.5 * 0.002,
+        previous * 2,
+        np.where(kl < 0.002 / 1.5, previous / 2, previous),
+    )
     np.testing.assert_allclose(beta, expected, rtol=1e-6)
     assert len(set(np.sign(np.diff(np.log(beta))))) >= 2  # it moved both ways or held
 
@@ -131,11 +170,19 @@ def test_fixed_beta_stays_fixed_and_annealing_reaches_zero():
 
 
 def test_continuous_actions_with_normalisation_run_and_learn_something():
-    cfg = config.resolve({
-        "env": "Pendulum-v1", "total_steps": 4096, "num_envs": 4, "num_steps": 128,
-        "epochs": 2, "minibatch_size": 128, "normalize_obs": True,
-        "normalize_reward": True, "loss": ["ppo_clip", "klip_sigmoid", "kl_adaptive"],
-    })
+    cfg = config.resolve(
+        {
+            "env": "Pendulum-v1",
+            "total_steps": 4096,
+            "num_envs": 4,
+            "num_steps": 128,
+            "epochs": 2,
+            "minibatch_size": 128,
+            "normalize_obs": True,
+            "normalize_reward": True,
+            "loss": ["ppo_clip", "klip_sigmoid", "kl_adaptive"],
+        }
+    )
     runner, metrics, _ = sweep.train(cfg)
     assert np.all(np.isfinite(metrics["policy_loss"]))
     assert np.all(metrics["episodes"].sum(axis=1) == 4 * 4096 // (4 * 200))
@@ -153,6 +200,6 @@ def test_divergent_run_is_frozen_and_the_others_continue():
     diverged = np.asarray(runner.diverged_at)
     assert diverged[0] == -1 and diverged[1] >= 0
     assert np.all(np.isfinite(metrics["policy_loss"][0]))
-    assert np.all(np.isnan(metrics["policy_loss"][1, diverged[1]:]))
+    assert np.all(np.isnan(metrics["policy_loss"][1, diverged[1] :]))
     for leaf in jax.tree.leaves(runner.params):
         assert np.all(np.isfinite(np.asarray(leaf)))
