@@ -127,6 +127,17 @@ class StopRequest:
 
 def train_command(args) -> int:
     sweep_config, out = _load_sweep(args)
+    code, summary = run_sweep(sweep_config, out, resume=args.resume is not None)
+    if code == 0:
+        _print_summary(summary, out)
+    else:
+        console.print(f"resume with: klipjax train --resume {out}", highlight=False)
+    return code
+
+
+def run_sweep(sweep_config, out: Path, *, resume: bool) -> tuple[int, dict]:
+    """Trains (or resumes) one sweep into ``out`` with progress, checkpoints and
+    interrupt handling; returns the exit code and the summary written."""
     # Heavy imports after validation, so a typo is reported within a second.
     from klipjax import checkpoint, results, sweep
 
@@ -135,20 +146,17 @@ def train_command(args) -> int:
     checkpointer = checkpoint.SweepCheckpointer(out)
     runner = metrics = None
     start_chunk = 0
-    if args.resume is not None:
+    if resume:
         step = checkpointer.latest_step()
         if step is None:
-            console.print(
-                "no checkpoint yet: starting from the beginning", highlight=False
-            )
+            console.print("no checkpoint yet: starting from the beginning", highlight=False)
         else:
             updates_done = min(step * program.chunk_updates, static.num_updates)
             abstract = checkpoint.abstract_runner(program.init, program.hparams)
             runner, metrics = checkpointer.restore(step, abstract, updates_done)
             start_chunk = step
             console.print(
-                f"resuming at update {updates_done}/{static.num_updates}",
-                highlight=False,
+                f"resuming at update {updates_done}/{static.num_updates}", highlight=False
             )
     else:
         resolved = config_lib.resolved_dict(sweep_config)
@@ -211,22 +219,53 @@ def train_command(args) -> int:
     checkpointer.close()
     complete = report.updates_done >= static.num_updates
     summary = _write_outputs(
-        out,
-        sweep_config,
-        runner,
-        metrics,
-        report,
-        time.perf_counter() - started,
-        complete,
+        out, sweep_config, runner, metrics, report, time.perf_counter() - started, complete
     )
     if not complete:
         console.print(
-            f"stopped at update {report.updates_done}/{static.num_updates}; partial results and a "
-            f"checkpoint are in {out}/\nresume with: klipjax train --resume {out}",
+            f"stopped at update {report.updates_done}/{static.num_updates}; partial "
+            f"results and a checkpoint are in {out}/",
             highlight=False,
         )
-        return 128 + (stop.signum or signal.SIGINT)
-    _print_summary(summary, out)
+        return 128 + (stop.signum or signal.SIGINT), summary
+    return 0, summary
+
+
+def reproduce_command(args) -> int:
+    from klipjax import reproduce
+
+    names = args.groups or list(reproduce.GROUPS)
+    unknown = [n for n in names if n not in reproduce.GROUPS]
+    if unknown:
+        _fail(
+            f"unknown group {unknown[0]!r}{config_lib._suggest(unknown[0], reproduce.GROUPS)}; "
+            f"choose from {', '.join(reproduce.GROUPS)}"
+        )
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{stamp}"
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {str(out)!r} exists and is not a directory")
+    for index, name in enumerate(names, 1):
+        group_dir = out / name
+        console.print(f"[bold]group {index}/{len(names)}: {name}[/]", highlight=False)
+        if reproduce.is_complete(group_dir):
+            console.print("already complete", highlight=False)
+            continue
+        resume = (group_dir / "config.yaml").is_file()
+        if resume:
+            sweep_config = config_lib.load(group_dir / "config.yaml")
+        else:
+            sweep_config = reproduce.group_config(name, args.quick)
+            group_dir.mkdir(parents=True, exist_ok=True)
+        code, _ = run_sweep(sweep_config, group_dir, resume=resume)
+        if code:
+            console.print(
+                f"continue with: klipjax reproduce {' '.join(names)} --out {out}",
+                highlight=False,
+            )
+            return code
+    report = reproduce.write_report(out, names, args.quick)
+    console.print(f"report: {report}", highlight=False)
     return 0
 
 
@@ -362,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     train.set_defaults(handler=train_command)
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="run the paper's preset groups and write REPORT.md",
+        description="Run preset groups (configs/paper/) and build a report; rerun "
+        "with the same --out to continue an interrupted reproduction.",
+    )
+    reproduce.add_argument("groups", nargs="*", metavar="GROUP", help="default: all")
+    reproduce.add_argument(
+        "--quick", action="store_true", help="2 seeds, a few updates per run"
+    )
+    reproduce.add_argument("--out", help="directory (default runs/reproduce-<timestamp>)")
+    reproduce.set_defaults(handler=reproduce_command)
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("run_dir")
     plot.set_defaults(handler=plot_command)

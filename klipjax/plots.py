@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +32,7 @@ PANEL_SIZE = (3.6, 2.8)
 MAX_PANEL_COLUMNS = 3
 DPI = 120
 BAND_ALPHA = 0.2
+LINE_STYLES = ("-", "--", "-.", ":")
 AXIS_LABELS = {"env_steps": "environment steps", "episode_return": "episode return"}
 
 
@@ -135,19 +136,76 @@ def plot_metric_panels(
     """
     if not metrics:
         raise ValueError("plot_metric_panels needs at least one metric")
-    columns = min(len(metrics), MAX_PANEL_COLUMNS)
-    rows = math.ceil(len(metrics) / columns)
-    figsize = (PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows)
-    figure = Figure(figsize=figsize, dpi=DPI)
-    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, grid = _panel_grid(len(metrics))
     for index, (axes, metric) in enumerate(zip(grid, metrics)):
         bands = setting_bands(frame, x="env_steps", y=metric, swept=swept)
         # One legend is enough: every panel has the same settings and colours.
         _draw_bands(axes, bands, x="env_steps", legend=index == 0)
         # The title names the metric, so a y label would only repeat it.
         axes.set_title(_axis_label(metric), fontsize="medium")
-    for unused in grid[len(metrics) :]:
+    return _save(figure, path)
+
+
+def _panel_grid(count: int):
+    """A figure with ``count`` panels, up to 3 per row, and its flat axes list."""
+    columns = min(count, MAX_PANEL_COLUMNS)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), dpi=DPI)
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in grid[count:]:
         figure.delaxes(unused)
+    return figure, grid[:count]
+
+
+def plot_task_curves(
+    frames: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    *,
+    y: str = "episode_return",
+) -> Path:
+    """One panel per task (title = the mapping's key), one band per loss variant."""
+    if not frames:
+        raise ValueError("plot_task_curves needs at least one task")
+    figure, grid = _panel_grid(len(frames))
+    for axes, (task, frame) in zip(grid, frames.items()):
+        _draw_bands(axes, setting_bands(frame, x="env_steps", y=y), x="env_steps")
+        axes.set_title(task, fontsize="medium")
+    grid[0].set_ylabel(_axis_label(y))
+    return _save(figure, path)
+
+
+class KnobPanel(NamedTuple):
+    """Final return against one swept knob: ``lines`` maps a label to
+    ``(knob values, per-knob lists of per-seed final returns)``."""
+
+    title: str
+    knob: str
+    lines: Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]]]]
+    log_x: bool = False
+
+
+def plot_knob_panels(panels: Sequence[KnobPanel], path: str | os.PathLike[str]) -> Path:
+    """Final return (mean over seeds, standard-error bars) against each knob."""
+    figure, grid = _panel_grid(len(panels))
+    for axes, panel in zip(grid, panels):
+        for index, (label, (knob_values, per_seed)) in enumerate(panel.lines.items()):
+            means, errors = [], []
+            for values in per_seed:
+                finite = np.asarray([v for v in values if np.isfinite(v)], np.float64)
+                means.append(finite.mean() if finite.size else np.nan)
+                spread = finite.std(ddof=1) if finite.size > 1 else 0.0
+                errors.append(spread / math.sqrt(max(finite.size, 1)))
+            axes.errorbar(
+                knob_values, means, yerr=errors, label=label, capsize=3,
+                marker="o", linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+            )
+        if panel.log_x:
+            axes.set_xscale("log")
+        axes.set_xlabel(panel.knob)
+        axes.set_title(panel.title, fontsize="medium")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+    grid[0].set_ylabel("final return")
     return _save(figure, path)
 
 
@@ -159,8 +217,12 @@ def _draw_bands(
     axes: Axes, bands: Sequence[Band], *, x: str, legend: bool = True
 ) -> None:
     """Plots each band's mean line with its shaded +- std in the line's colour."""
-    for band in bands:
-        (line,) = axes.plot(band.x, band.mean, label=band.label, linewidth=1.5)
+    for index, band in enumerate(bands):
+        # Dash styles cycle too, so identical curves (ppo_clip and klip) both show.
+        style = LINE_STYLES[index % len(LINE_STYLES)]
+        (line,) = axes.plot(
+            band.x, band.mean, label=band.label, linewidth=1.5, linestyle=style
+        )
         axes.fill_between(
             band.x,
             band.mean - band.std,

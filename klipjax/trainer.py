@@ -11,6 +11,7 @@ rollout, GAE reverse scan, then epochs x minibatches of gradient steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -35,7 +36,7 @@ class Runner(NamedTuple):
     params: Any  # {"actor": ..., "critic": ...}
     opt_state: Any
     env_state: Any
-    obs: jax.Array  # raw observations [num_envs, *obs_shape]
+    obs: jax.Array  # raw observations, flattened: [num_envs, obs_size]
     episode_return: jax.Array  # running undiscounted return per env
     episode_length: jax.Array
     obs_stats: RunningStats
@@ -193,6 +194,11 @@ def make_trainer(static: StaticConfig) -> Trainer:
     )
     critic = Critic(static.hidden_sizes)
     num_envs, batch_size = static.num_envs, static.batch_size
+    # Observations of any rank (MinAtar's 10x10xC grids) enter the MLPs flattened.
+    obs_size = math.prod(spec.obs_shape)
+
+    def flat_obs(obs):
+        return obs.reshape(num_envs, obs_size).astype(jnp.float32)
 
     def kl_estimate(hp, old_dist_params, dist_params, log_prob, old_log_prob):
         return jax.lax.switch(
@@ -207,7 +213,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
     def init(hp: HParams) -> Runner:
         key = jax.random.PRNGKey(hp.seed)
         key, actor_key, critic_key, env_key = jax.random.split(key, 4)
-        dummy_obs = jnp.zeros(spec.obs_shape, jnp.float32)
+        dummy_obs = jnp.zeros(obs_size, jnp.float32)
         params = {
             "actor": actor.init(actor_key, dummy_obs),
             "critic": critic.init(critic_key, dummy_obs),
@@ -221,10 +227,10 @@ def make_trainer(static: StaticConfig) -> Trainer:
             params=params,
             opt_state=make_optimizer(hp, static).init(params),
             env_state=env_state,
-            obs=obs.astype(jnp.float32),
+            obs=flat_obs(obs),
             episode_return=zeros,
             episode_length=zeros,
-            obs_stats=RunningStats.create(spec.obs_shape),
+            obs_stats=RunningStats.create((obs_size,)),
             reward_stats=RunningStats.create(),
             discounted_return=zeros,
             beta=jnp.asarray(hp.beta, jnp.float32),
@@ -260,7 +266,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
             )
             reward = reward.astype(jnp.float32)
             done = terminated | truncated
-            final_obs = info["final_observation"].astype(jnp.float32)
+            final_obs = flat_obs(info["final_observation"])
             final_obs = jnp.where(
                 normalize_obs, obs_stats.normalize(final_obs), final_obs
             )
@@ -284,7 +290,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
             )
             runner = runner._replace(
                 env_state=env_state,
-                obs=obs.astype(jnp.float32),
+                obs=flat_obs(obs),
                 episode_return=jnp.where(done, 0.0, episode_return),
                 episode_length=jnp.where(done, 0.0, episode_length),
                 obs_stats=obs_stats,

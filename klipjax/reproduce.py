@@ -1,0 +1,272 @@
+"""The paper's experiments as preset sweeps, and the report that compares them.
+
+Each group is one sweep config in ``configs/paper/`` (one compile per group). A
+reproduction directory holds one run directory per group plus ``REPORT.md`` and its
+figures, built from the groups' ``summary.json`` and ``metrics.parquet`` alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from klipjax import config as config_lib
+from klipjax import plots, results
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "paper"
+VARIANTS = ("ppo_clip", "klip", "kl_fixed", "kl_adaptive")
+VARIANT_TITLES = {
+    "ppo_clip": "PPO-Clip",
+    "klip": "per-sample KL",
+    "kl_fixed": "fixed beta",
+    "kl_adaptive": "adaptive beta",
+}
+# Final return, mean +- std over 5 seeds (Colletti & Holzinger 2026, results table).
+PAPER_FINAL_RETURNS = {
+    "CartPole-v1": {"ppo_clip": (478, 18), "klip": (478, 18), "kl_fixed": (484, 23),
+                    "kl_adaptive": (492, 9)},
+}
+PAPER_PEAK_KILL = {"CartPole-v1": 0.05}
+QUICK_SEEDS = 2
+QUICK_MAX_STEPS = 40_000
+QUICK_MIN_UPDATES = 4
+
+
+class Group(NamedTuple):
+    name: str
+    kind: str  # "task" (the four variants), "knob" or "soft"
+    knob: str | None = None
+
+
+GROUPS = {
+    group.name: group
+    for group in (
+        Group("cartpole", "task"),
+        Group("cartpole_clip_eps", "knob", "clip_eps"),
+        Group("cartpole_beta", "knob", "beta"),
+        Group("cartpole_kl_target", "knob", "kl_target"),
+        Group("cartpole_soft", "soft", "softness"),
+        Group("acrobot", "task"),
+        Group("breakout", "task"),
+        Group("space_invaders", "task"),
+        Group("pendulum", "task"),
+        Group("mountain_car_continuous", "task"),
+    )
+}
+
+
+def group_config(name: str, quick: bool) -> config_lib.SweepConfig:
+    """The sweep of a group; ``quick`` keeps 2 seeds and a few updates of each run."""
+    values = config_lib.load_file(PRESETS / f"{name}.yaml")
+    if quick:
+        values["seeds"] = QUICK_SEEDS
+        batch = values.get("num_envs", 4) * values.get("num_steps", 128)
+        total = values.get("total_steps", 100_000)
+        values["total_steps"] = max(
+            QUICK_MIN_UPDATES * batch, min(total // 10, QUICK_MAX_STEPS)
+        )
+    return config_lib.resolve(values)
+
+
+class GroupResult(NamedTuple):
+    group: Group
+    summary: dict[str, Any]
+    frame: pd.DataFrame
+
+    @property
+    def task(self) -> str:
+        return self.summary["env"]
+
+
+def load_group(run_dir: Path, group: Group) -> GroupResult:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return GroupResult(group, summary, results.read_metrics(run_dir))
+
+
+def is_complete(run_dir: Path) -> bool:
+    path = run_dir / "summary.json"
+    return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
+
+
+def _mean_std(setting: dict) -> str:
+    mean, std = setting.get("mean"), setting.get("std")
+    if mean is None or not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def _final_return_table(tasks: list[GroupResult]) -> list[str]:
+    header = "| task | " + " | ".join(VARIANT_TITLES[v] for v in VARIANTS) + " |"
+    lines = [header, "|---" * (len(VARIANTS) + 1) + "|"]
+    for result in tasks:
+        by_loss = {s["loss"]: s for s in result.summary["settings"]}
+        paper = PAPER_FINAL_RETURNS.get(result.task, {})
+        cells = []
+        for variant in VARIANTS:
+            cell = _mean_std(by_loss[variant]) if variant in by_loss else "-"
+            if variant in paper:
+                cell += f" (paper {paper[variant][0]} ± {paper[variant][1]})"
+            cells.append(cell)
+        lines.append(f"| {result.task} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _identity_lines(tasks: list[GroupResult]) -> list[str]:
+    lines = [
+        "| task | ppo_clip/klip pairs | identical parameters | largest parameter "
+        "difference | largest gradient difference (live check) |",
+        "|---|---|---|---|---|",
+    ]
+    for result in tasks:
+        identity = result.summary["identity"]
+        if not identity.get("pairs"):
+            continue
+        gap = result.frame.get("identity_gap")
+        gap_text = "not recorded"
+        if gap is not None and np.isfinite(gap).any():
+            gap_text = f"{np.nanmax(gap.to_numpy()):g}"
+        lines.append(
+            f"| {result.task} | {identity['pairs']} | "
+            f"{'yes' if identity['identical_params'] else 'no'} | "
+            f"{identity['max_param_difference']:g} | {gap_text} |"
+        )
+    return lines
+
+
+def _kill_lines(tasks: list[GroupResult]) -> list[str]:
+    lines = [
+        "| task | " + " | ".join(VARIANT_TITLES[v] for v in VARIANTS) + " | paper |",
+        "|---" * (len(VARIANTS) + 2) + "|",
+    ]
+    for result in tasks:
+        peaks = result.frame.groupby("loss")["kill_fraction_max"].max()
+        cells = [f"{peaks[v]:.1%}" if v in peaks else "-" for v in VARIANTS]
+        paper = PAPER_PEAK_KILL.get(result.task)
+        lines.append(
+            f"| {result.task} | " + " | ".join(cells)
+            + f" | {'up to ' + format(paper, '.0%') if paper else '-'} |"
+        )
+    return lines
+
+
+def _knob_panel(result: GroupResult) -> plots.KnobPanel:
+    knob = result.group.knob
+    lines: dict[str, tuple[list[float], list[list[float]]]] = {}
+    for setting in result.summary["settings"]:
+        values = [v if v is not None else np.nan for v in setting["values"]]
+        knob_values, per_seed = lines.setdefault(setting["loss"], ([], []))
+        knob_values.append(setting.get(knob, _run_value(result, setting, knob)))
+        per_seed.append(values)
+    title = {"clip_eps": "clip radius", "beta": "fixed beta", "kl_target": "KL target",
+             "softness": "soft clip"}[knob]
+    return plots.KnobPanel(title, knob, lines, log_x=knob in ("beta", "kl_target"))
+
+
+def _run_value(result: GroupResult, setting: dict, knob: str) -> float:
+    """A knob's value for a setting whose knob was not swept (a single value)."""
+    for run in result.summary["runs"]:
+        if run["loss"] == setting["loss"]:
+            return run["hparams"][knob]
+    return float("nan")
+
+
+def _knob_table(result: GroupResult) -> list[str]:
+    knob = result.group.knob
+    lines = [f"| setting | {knob} | final return (mean ± std) | seeds |", "|---|---|---|---|"]
+    for setting in result.summary["settings"]:
+        value = setting.get(knob, _run_value(result, setting, knob))
+        lines.append(
+            f"| {setting['loss']} | {value:g} | {_mean_std(setting)} | {setting['seeds']} |"
+        )
+    return lines
+
+
+def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
+    """Builds ``out/REPORT.md`` and its figures from the groups' run directories."""
+    import jax
+
+    done = [load_group(out / n, GROUPS[n]) for n in names if is_complete(out / n)]
+    tasks = [r for r in done if r.group.kind == "task"]
+    knobs = [r for r in done if r.group.kind in ("knob", "soft")]
+    lines = [
+        "# klipjax reproduction of Colletti & Holzinger (2026)",
+        "",
+        f"Built {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
+        f"({jax.devices()[0].platform}, jax {jax.__version__}); "
+        f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets'}. "
+        f"Groups: {', '.join(r.group.name for r in done) or 'none'}.",
+        "",
+        "Final return: per run, the mean episode return over the updates in the last 10% "
+        "of its environment steps (updates with no finished episode skipped); then mean "
+        "± population std over seeds.",
+        "",
+    ]
+    if tasks:
+        lines += ["## Final return", "", *_final_return_table(tasks), ""]
+        plots.plot_task_curves({r.task: r.frame for r in tasks}, out / "curves.png")
+        lines += ["## Learning curves (mean ± std over seeds)", "", "![curves](curves.png)", ""]
+        lines += [
+            "## The identity: PPO-Clip and the per-sample KL form",
+            "",
+            "Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
+            "check computes both forms' gradients on every minibatch of the `ppo_clip` "
+            "runs where the preset enables it.",
+            "",
+            *_identity_lines(tasks),
+            "",
+        ]
+        first = tasks[0]
+        pair = first.frame[first.frame["loss"].isin(["ppo_clip", "klip"])]
+        if len(pair):
+            plots.plot_curves(pair, out / "identity.png", title=f"{first.task}: "
+                              "PPO-Clip (solid) vs per-sample KL (dashed)")
+            lines += ["![identity](identity.png)", ""]
+        plots.plot_metric_panels(
+            first.frame, out / "partition.png",
+            ["in_band_fraction", "kill_fraction", "pass_fraction"],
+        )
+        plots.plot_metric_panels(
+            first.frame, out / "beta.png",
+            ["beta_t_kill_abs_mean", "beta_t_p90", "beta"],
+        )
+        lines += [
+            "## Where the samples sit: I_in, I_kill, I_pass",
+            "",
+            f"Per update, the fractions averaged over minibatches ({first.task}):",
+            "",
+            "![partition](partition.png)",
+            "",
+            "Peak fraction of a minibatch in I_kill over training:",
+            "",
+            *_kill_lines(tasks),
+            "",
+            "## beta_t on I_kill",
+            "",
+            "Mean |beta_t| over I_kill and the 90th percentile of beta_t per update, and "
+            "the scalar beta of the KL variants (fixed, or adapted once per rollout):",
+            "",
+            "![beta](beta.png)",
+            "",
+        ]
+    if knobs:
+        plots.plot_knob_panels([_knob_panel(r) for r in knobs], out / "knobs.png")
+        lines += [
+            "## Knob sweeps and the soft-clip grid",
+            "",
+            "Final return against each knob (mean over seeds, standard-error bars).",
+            "",
+            "![knobs](knobs.png)",
+            "",
+        ]
+        for result in knobs:
+            lines += [f"### {result.group.name}", "", *_knob_table(result), ""]
+    path = out / "REPORT.md"
+    results.write_atomic(path, "\n".join(lines))
+    return path

@@ -1,0 +1,50 @@
+"""`klipjax reproduce` builds its report from tiny runs, so the report code cannot rot."""
+
+import dataclasses
+
+import pytest
+
+from klipjax import config, reproduce
+from klipjax.cli import main
+
+
+def test_every_group_has_a_preset_that_loads():
+    for name in reproduce.GROUPS:
+        full = reproduce.group_config(name, quick=False)
+        quick = reproduce.group_config(name, quick=True)
+        assert quick.num_runs < full.num_runs
+        assert quick.static.num_updates < full.static.num_updates
+        assert quick.static.num_updates >= reproduce.QUICK_MIN_UPDATES
+    baseline = reproduce.group_config("cartpole", quick=False)
+    # the paper's CartPole recipe is the default sweep, plus the live identity check
+    default = config.load(None).static
+    assert baseline.static == dataclasses.replace(default, identity_check=True)
+    assert {r["loss"] for r in baseline.runs} == set(reproduce.VARIANTS)
+
+
+def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "QUICK_MAX_STEPS", 1024)
+    monkeypatch.setattr(reproduce, "QUICK_MIN_UPDATES", 2)
+    out = tmp_path / "repro"
+    assert main(["reproduce", "cartpole", "cartpole_beta", "--quick", "--out", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "QUICK mode" in report
+    assert "| CartPole-v1 |" in report and "(paper 478 ± 18)" in report
+    assert "| CartPole-v1 | 2 | yes | 0 | 0 |" in report  # identity: live gap 0
+    assert "### cartpole_beta" in report and "| kl_fixed | 10 |" in report
+    for figure in ["curves.png", "identity.png", "partition.png", "beta.png", "knobs.png"]:
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
+        assert f"({figure})" in report
+    capsys.readouterr()
+    # a second call finds both groups complete and only rebuilds the report
+    (out / "REPORT.md").unlink()
+    assert main(["reproduce", "cartpole", "cartpole_beta", "--out", str(out)]) == 0
+    assert capsys.readouterr().err.count("already complete") == 2
+    assert (out / "REPORT.md").is_file()
+
+
+def test_unknown_group_is_a_clean_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "cartpol"])
+    assert exit_info.value.code == 2
+    assert "did you mean cartpole" in capsys.readouterr().err
