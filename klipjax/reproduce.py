@@ -234,7 +234,7 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
         )
         plots.plot_metric_panels(
             first.frame, out / "beta.png",
-            ["beta_t_kill_abs_mean", "beta_t_p90", "beta"],
+            ["beta_t_kill_abs_mean", "beta_t_p90", "kl_beta"],
         )
         lines += [
             "## Where the samples sit: I_in, I_kill, I_pass",

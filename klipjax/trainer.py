@@ -92,7 +92,7 @@ class Metrics(NamedTuple):
     explained_variance: jax.Array
     grad_norm: jax.Array
     lr: jax.Array
-    beta: jax.Array  # the KL coefficient after this update's adaptation
+    kl_beta: jax.Array  # the scalar KL coefficient after this update's adaptation
     rollout_kl: jax.Array  # KL(old || new) over the rollout after the update
     identity_gap: jax.Array  # max |grad_clip - grad_klip| (NaN unless identity_check)
 
@@ -485,7 +485,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
             explained_variance=explained_variance,
             grad_norm=mean_stats.grad_norm,
             lr=lr_now,
-            beta=beta,
+            kl_beta=beta,
             rollout_kl=rollout_kl,
             identity_gap=jnp.max(stats.identity_gap),
         )

@@ -149,7 +149,7 @@ def test_ppo_clip_and_klip_train_identically():
 def test_adaptive_beta_follows_the_rule():
     cfg = tiny(loss="kl_adaptive", beta=1.0, kl_target=0.002, total_steps=8192, lr=1e-3)
     _, metrics, _ = sweep.train(cfg)
-    beta, kl = metrics["beta"][0], metrics["rollout_kl"][0]
+    beta, kl = metrics["kl_beta"][0], metrics["rollout_kl"][0]
     previous = np.concatenate([[1.0], beta[:-1]])
     expected = np.where(
         kl > 1.5 * 0.002,
@@ -163,7 +163,7 @@ def test_adaptive_beta_follows_the_rule():
 def test_fixed_beta_stays_fixed_and_annealing_reaches_zero():
     cfg = tiny(loss="kl_fixed", beta=0.3)
     _, metrics, _ = sweep.train(cfg)
-    np.testing.assert_allclose(metrics["beta"][0], 0.3)
+    np.testing.assert_allclose(metrics["kl_beta"][0], 0.3)
     lr = metrics["lr"][0]
     # 8 updates: lr * (1 - u/8) for u = 0..7
     np.testing.assert_allclose(lr, 3e-4 * (1.0 - np.arange(8) / 8), rtol=1e-6)
