@@ -243,16 +243,19 @@ def klip_beta(
     Returns:
       ``[...]`` coefficients ``beta_t``.
     """
-    _, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
-    weight = gate_weight(
-        log_prob,
-        old_log_prob,
-        advantage,
-        clip_eps=clip_eps,
-        gate=gate,
-        softness=softness,
+    _, ratio, advantage, weight = _gated_terms(
+        log_prob, old_log_prob, advantage, clip_eps, gate, softness
     )
     return sg(-(ratio * advantage) * weight)
+
+
+def _gated_terms(log_prob, old_log_prob, advantage, clip_eps, gate, softness):
+    """(log_ratio, ratio, advantage, gate weight) shared by ``klip`` and ``klip_beta``."""
+    log_ratio, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
+    weight = gate_weight(
+        log_prob, old_log_prob, advantage, clip_eps=clip_eps, gate=gate, softness=softness
+    )
+    return log_ratio, ratio, advantage, weight
 
 
 def klip(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=None):
@@ -279,14 +282,8 @@ def klip(log_prob, old_log_prob, advantage, *, clip_eps, gate="step", softness=N
     Returns:
       ``[...]`` per-sample loss to minimise.
     """
-    log_ratio, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
-    weight = gate_weight(
-        log_prob,
-        old_log_prob,
-        advantage,
-        clip_eps=clip_eps,
-        gate=gate,
-        softness=softness,
+    log_ratio, ratio, advantage, weight = _gated_terms(
+        log_prob, old_log_prob, advantage, clip_eps, gate, softness
     )
     beta = sg(-(ratio * advantage) * weight)
     effective_advantage = sg(advantage * (1.0 - weight))

@@ -120,8 +120,8 @@ def _final_return_table(tasks: list[GroupResult]) -> list[str]:
 
 def _identity_lines(tasks: list[GroupResult]) -> list[str]:
     lines = [
-        "| task | ppo_clip/klip pairs | identical parameters | largest parameter "
-        "difference | largest gradient difference (live check) |",
+        ("| task | ppo_clip/klip pairs | identical parameters | largest parameter "
+        "difference | largest gradient difference (live check) |"),
         "|---|---|---|---|---|",
     ]
     for result in tasks:
@@ -146,8 +146,13 @@ def _kill_lines(tasks: list[GroupResult]) -> list[str]:
         "|---" * (len(VARIANTS) + 2) + "|",
     ]
     for result in tasks:
-        peaks = result.frame.groupby("loss")["kill_fraction_max"].max()
-        cells = [f"{peaks[v]:.1%}" if v in peaks else "-" for v in VARIANTS]
+        by_loss = result.frame.groupby("loss")
+        update_peak = by_loss["kill_fraction"].max()
+        minibatch_peak = by_loss["kill_fraction_max"].max()
+        cells = [
+            f"{update_peak[v]:.1%} / {minibatch_peak[v]:.1%}" if v in update_peak else "-"
+            for v in VARIANTS
+        ]
         paper = PAPER_PEAK_KILL.get(result.task)
         lines.append(
             f"| {result.task} | " + " | ".join(cells)
@@ -198,14 +203,14 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
     lines = [
         "# klipjax reproduction of Colletti & Holzinger (2026)",
         "",
-        f"Built {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
+        (f"Built {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
         f"({jax.devices()[0].platform}, jax {jax.__version__}); "
         f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets'}. "
-        f"Groups: {', '.join(r.group.name for r in done) or 'none'}.",
+        f"Groups: {', '.join(r.group.name for r in done) or 'none'}."),
         "",
-        "Final return: per run, the mean episode return over the updates in the last 10% "
+        ("Final return: per run, the mean episode return over the updates in the last 10% "
         "of its environment steps (updates with no finished episode skipped); then mean "
-        "± population std over seeds.",
+        "± population std over seeds."),
         "",
     ]
     if tasks:
@@ -215,9 +220,9 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
         lines += [
             "## The identity: PPO-Clip and the per-sample KL form",
             "",
-            "Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
+            ("Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
             "check computes both forms' gradients on every minibatch of the `ppo_clip` "
-            "runs where the preset enables it.",
+            "runs where the preset enables it."),
             "",
             *_identity_lines(tasks),
             "",
@@ -233,9 +238,13 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
             ["in_band_fraction", "kill_fraction", "pass_fraction"],
         )
         plots.plot_metric_panels(
-            first.frame, out / "beta.png",
-            ["beta_t_kill_abs_mean", "beta_t_p90", "kl_beta"],
+            first.frame, out / "beta.png", ["beta_t_kill_abs_mean", "beta_t_p90"]
         )
+        # The scalar beta only exists for the KL variants.
+        scalar = first.frame[first.frame["loss"].isin(["kl_fixed", "kl_adaptive"])]
+        if len(scalar):
+            plots.plot_curves(scalar, out / "kl_beta.png", y="kl_beta",
+                              title=f"{first.task}: scalar beta of the KL variants")
         lines += [
             "## Where the samples sit: I_in, I_kill, I_pass",
             "",
@@ -243,16 +252,22 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
             "",
             "![partition](partition.png)",
             "",
-            "Peak fraction of a minibatch in I_kill over training:",
+            "Peak fraction of samples in I_kill over training: of an update (mean over "
+            "its minibatches) / of a single minibatch:",
             "",
             *_kill_lines(tasks),
             "",
             "## beta_t on I_kill",
             "",
-            "Mean |beta_t| over I_kill and the 90th percentile of beta_t per update, and "
-            "the scalar beta of the KL variants (fixed, or adapted once per rollout):",
+            ("Mean |beta_t| over I_kill and the 90th percentile of beta_t per update "
+             "(the coefficients the step gate implies; the run's own gate for the soft "
+             "variants):"),
             "",
             "![beta](beta.png)",
+            "",
+            "The scalar beta of the KL variants (fixed, or adapted once per rollout):",
+            "",
+            "![kl_beta](kl_beta.png)",
             "",
         ]
     if knobs:

@@ -459,35 +459,23 @@ def make_trainer(static: StaticConfig) -> Trainer:
             hp.anneal_lr > 0, 1.0 - update_index / static.num_updates, 1.0
         )
         episodes = completed[2]
-        mean_stats = jax.tree.map(jnp.mean, stats)
         flat_values, flat_targets = flat(values), flat(targets)
         explained_variance = 1.0 - jnp.var(flat_targets - flat_values) / jnp.var(
             flat_targets
         )
+        minibatch_means = jax.tree.map(jnp.mean, stats)._asdict()
+        minibatch_means["identity_gap"] = jnp.max(stats.identity_gap)  # worst case
         metrics = Metrics(
+            **minibatch_means,
             env_steps=((update_index + 1) * batch_size).astype(jnp.float32),
             episode_return=jnp.where(episodes > 0, completed[0] / episodes, jnp.nan),
             episode_length=jnp.where(episodes > 0, completed[1] / episodes, jnp.nan),
             episodes=episodes,
-            in_band_fraction=mean_stats.in_band_fraction,
-            kill_fraction=mean_stats.kill_fraction,
-            pass_fraction=mean_stats.pass_fraction,
             kill_fraction_max=jnp.max(stats.kill_fraction),
-            beta_t_mean=mean_stats.beta_t_mean,
-            beta_t_p50=mean_stats.beta_t_p50,
-            beta_t_p90=mean_stats.beta_t_p90,
-            beta_t_kill_abs_mean=mean_stats.beta_t_kill_abs_mean,
-            approx_kl=mean_stats.approx_kl,
-            clip_fraction=mean_stats.clip_fraction,
-            entropy=mean_stats.entropy,
-            policy_loss=mean_stats.policy_loss,
-            value_loss=mean_stats.value_loss,
             explained_variance=explained_variance,
-            grad_norm=mean_stats.grad_norm,
             lr=lr_now,
             kl_beta=beta,
             rollout_kl=rollout_kl,
-            identity_gap=jnp.max(stats.identity_gap),
         )
         runner = runner._replace(
             params=params,

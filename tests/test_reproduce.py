@@ -32,7 +32,9 @@ def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
     assert "| CartPole-v1 |" in report and "(paper 478 ± 18)" in report
     assert "| CartPole-v1 | 2 | yes | 0 | 0 |" in report  # identity: live gap 0
     assert "### cartpole_beta" in report and "| kl_fixed | 10 |" in report
-    for figure in ["curves.png", "identity.png", "partition.png", "beta.png", "knobs.png"]:
+    figures = ["curves.png", "identity.png", "partition.png", "beta.png", "kl_beta.png",
+               "knobs.png"]
+    for figure in figures:
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
         assert f"({figure})" in report
     capsys.readouterr()

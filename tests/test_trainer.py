@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from klipjax import config, envs, sweep
+from klipjax.networks import Critic
 from klipjax.trainer import make_trainer
 from tests.probe_envs import constant_reward
 
@@ -57,46 +58,12 @@ def test_a_whole_grid_traces_the_train_function_once(monkeypatch, grid, runs):
     assert metrics["episode_return"].shape == (runs, 8)
 
 
-def test_truncation_bootstraps_from_the_final_observation():
-    # Reward 1 forever, 5-step time limit, constant observation: the true value is
-    # 1/(1-gamma) = 2 for gamma 0.5. Merging truncation into termination would
-    # teach the critic the steps-to-go average, about 1.61.
-    envs.register("ProbeConstant-v0", constant_reward(max_steps=5))
+def learned_probe_value(env_id, factory):
+    """Trains on a constant-observation probe env; returns (critic value, metrics)."""
+    envs.register(env_id, factory)
     cfg = config.resolve(
         {
-            "env": "ProbeConstant-v0",
-            "total_steps": 8192,
-            "num_envs": 4,
-            "num_steps": 32,
-            "epochs": 4,
-            "minibatch_size": 32,
-            "gamma": 0.5,
-            "lr": 3e-3,
-            "anneal_lr": False,
-            "value_clip_eps": 100.0,
-        }
-    )
-    program = sweep.build(cfg)
-    runner, _, _ = sweep.train(cfg, program=program)
-    trainer = make_trainer(cfg.static)
-    critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
-    from klipjax.networks import Critic
-
-    value = Critic(cfg.static.hidden_sizes).apply(
-        critic_params, np.zeros((1,), np.float32)
-    )
-    assert trainer.spec.obs_shape == (1,)
-    assert abs(float(value) - 2.0) < 0.05
-
-
-def test_terminal_steps_do_not_bootstrap():
-    # Termination after 2 steps: V(start) = 1 + gamma = 1.5 with gamma 0.5. The
-    # observation is constant, so the critic sees the mix of both steps: targets
-    # 1.5 and 1.0, mean 1.25. Bootstrapping through termination would give more.
-    envs.register("ProbeTwoStep-v0", constant_reward(max_steps=50, terminate_at=2))
-    cfg = config.resolve(
-        {
-            "env": "ProbeTwoStep-v0",
+            "env": env_id,
             "total_steps": 8192,
             "num_envs": 4,
             "num_steps": 32,
@@ -109,13 +76,29 @@ def test_terminal_steps_do_not_bootstrap():
         }
     )
     runner, metrics, _ = sweep.train(cfg)
-    from klipjax.networks import Critic
-
     critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
     value = Critic(cfg.static.hidden_sizes).apply(
         critic_params, np.zeros((1,), np.float32)
     )
-    assert abs(float(value) - 1.25) < 0.05
+    return float(value), metrics
+
+
+def test_truncation_bootstraps_from_the_final_observation():
+    # Reward 1 forever, 5-step time limit, constant observation: the true value is
+    # 1/(1-gamma) = 2 for gamma 0.5. Merging truncation into termination would
+    # teach the critic the steps-to-go average, about 1.61.
+    value, _ = learned_probe_value("ProbeConstant-v0", constant_reward(max_steps=5))
+    assert abs(value - 2.0) < 0.05
+
+
+def test_terminal_steps_do_not_bootstrap():
+    # Termination after 2 steps: V(start) = 1 + gamma = 1.5 with gamma 0.5. The
+    # observation is constant, so the critic sees the mix of both steps: targets
+    # 1.5 and 1.0, mean 1.25. Bootstrapping through termination would give more.
+    value, metrics = learned_probe_value(
+        "ProbeTwoStep-v0", constant_reward(max_steps=50, terminate_at=2)
+    )
+    assert abs(value - 1.25) < 0.05
     np.testing.assert_allclose(metrics["episode_length"][0], 2.0)
     np.testing.assert_allclose(metrics["episode_return"][0], 2.0)
 
