@@ -38,6 +38,33 @@ PANEL_METRICS = (
 )
 
 
+CACHE_ENV = "KLIPJAX_CACHE_DIR"
+DEFAULT_CACHE = Path.home() / ".cache" / "klipjax" / "xla"
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_cache_hits = []
+
+
+def _enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache, so a second invocation of the same
+    sweep loads its program instead of compiling it. ``KLIPJAX_CACHE_DIR`` picks the
+    directory; set it empty to turn the cache off."""
+    directory = os.environ.get(CACHE_ENV, str(DEFAULT_CACHE))
+    if not directory:
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", directory)
+    if not _cache_hits:  # count hits once per process, for summary.json
+        _cache_hits.append(0)
+
+        def count(event, **kwargs):
+            if event == CACHE_HIT_EVENT:
+                _cache_hits[0] += 1
+
+        jax.monitoring.register_event_listener(count)
+    return directory
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise SystemExit(EXIT_USAGE)
@@ -139,24 +166,33 @@ def run_sweep(sweep_config, out: Path, *, resume: bool) -> tuple[int, dict]:
     """Trains (or resumes) one sweep into ``out`` with progress, checkpoints and
     interrupt handling; returns the exit code and the summary written."""
     # Heavy imports after validation, so a typo is reported within a second.
-    from klipjax import checkpoint, results, sweep
+    from klipjax import checkpoint, envs, results, sweep
+
+    _enable_compilation_cache()
+    hits_before = _cache_hits[0] if _cache_hits else 0
 
     static = sweep_config.static
-    program = sweep.build(sweep_config)
+    try:
+        program = sweep.build(sweep_config)
+    except envs.EnvError as err:
+        _fail(str(err))
     checkpointer = checkpoint.SweepCheckpointer(out)
     runner = metrics = None
     start_chunk = 0
     if resume:
         step = checkpointer.latest_step()
         if step is None:
-            console.print("no checkpoint yet: starting from the beginning", highlight=False)
+            console.print(
+                "no checkpoint yet: starting from the beginning", highlight=False
+            )
         else:
             updates_done = min(step * program.chunk_updates, static.num_updates)
             abstract = checkpoint.abstract_runner(program.init, program.hparams)
             runner, metrics = checkpointer.restore(step, abstract, updates_done)
             start_chunk = step
             console.print(
-                f"resuming at update {updates_done}/{static.num_updates}", highlight=False
+                f"resuming at update {updates_done}/{static.num_updates}",
+                highlight=False,
             )
     else:
         resolved = config_lib.resolved_dict(sweep_config)
@@ -219,7 +255,14 @@ def run_sweep(sweep_config, out: Path, *, resume: bool) -> tuple[int, dict]:
     checkpointer.close()
     complete = report.updates_done >= static.num_updates
     summary = _write_outputs(
-        out, sweep_config, runner, metrics, report, time.perf_counter() - started, complete
+        out,
+        sweep_config,
+        runner,
+        metrics,
+        report,
+        time.perf_counter() - started,
+        complete,
+        cache_hits=(_cache_hits[0] if _cache_hits else 0) - hits_before,
     )
     if not complete:
         console.print(
@@ -269,7 +312,9 @@ def reproduce_command(args) -> int:
     return 0
 
 
-def _write_outputs(out, sweep_config, runner, metrics, report, wall, complete) -> dict:
+def _write_outputs(
+    out, sweep_config, runner, metrics, report, wall, complete, cache_hits=0
+) -> dict:
     """metrics.parquet, summary.json and the figures, each written atomically."""
     from klipjax import plots, results, sweep
 
@@ -296,6 +341,7 @@ def _write_outputs(out, sweep_config, runner, metrics, report, wall, complete) -
         "swept": list(sweep_config.swept),
         "wall_seconds": wall,
         "compile_seconds": report.compile_seconds,
+        "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
         "env_steps_per_second": report.steps_per_second,
         "identity": sweep.identity_differences(sweep_config, runner),
         "settings": results.group_final_returns(records, sweep_config.swept, finals),
@@ -411,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--quick", action="store_true", help="2 seeds, a few updates per run"
     )
-    reproduce.add_argument("--out", help="directory (default runs/reproduce-<timestamp>)")
+    reproduce.add_argument(
+        "--out", help="directory (default runs/reproduce-<timestamp>)"
+    )
     reproduce.set_defaults(handler=reproduce_command)
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("run_dir")

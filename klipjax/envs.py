@@ -46,9 +46,18 @@ def registered_ids() -> list[str]:
     return list(gymnax.registered_envs) + sorted(_REGISTRY)
 
 
+class EnvError(ValueError):
+    """An environment could not be built (e.g. gymnax's MNISTBandit downloads MNIST)."""
+
+
 def make(env_id: str) -> EnvSpec:
     """Builds an environment (gymnax >= 1.0: terminated and truncated apart)."""
-    env, params = _REGISTRY[env_id]() if env_id in _REGISTRY else gymnax.make(env_id)
+    try:
+        env, params = _REGISTRY[env_id]() if env_id in _REGISTRY else gymnax.make(env_id)
+    except Exception as err:  # whatever the env's own constructor raises
+        raise EnvError(
+            f"env={env_id!r}: could not be built ({type(err).__name__}: {err})"
+        ) from err
     obs_shape = tuple(env.observation_space(params).shape)
     space = env.action_space(params)
     if isinstance(space, spaces.Discrete):

@@ -253,7 +253,12 @@ def _gated_terms(log_prob, old_log_prob, advantage, clip_eps, gate, softness):
     """(log_ratio, ratio, advantage, gate weight) shared by ``klip`` and ``klip_beta``."""
     log_ratio, ratio, advantage = _ratio_terms(log_prob, old_log_prob, advantage)
     weight = gate_weight(
-        log_prob, old_log_prob, advantage, clip_eps=clip_eps, gate=gate, softness=softness
+        log_prob,
+        old_log_prob,
+        advantage,
+        clip_eps=clip_eps,
+        gate=gate,
+        softness=softness,
     )
     return log_ratio, ratio, advantage, weight
 

@@ -196,8 +196,13 @@ def plot_knob_panels(panels: Sequence[KnobPanel], path: str | os.PathLike[str]) 
                 spread = finite.std(ddof=1) if finite.size > 1 else 0.0
                 errors.append(spread / math.sqrt(max(finite.size, 1)))
             axes.errorbar(
-                knob_values, means, yerr=errors, label=label, capsize=3,
-                marker="o", linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                knob_values,
+                means,
+                yerr=errors,
+                label=label,
+                capsize=3,
+                marker="o",
+                linestyle=LINE_STYLES[index % len(LINE_STYLES)],
             )
         if panel.log_x:
             axes.set_xscale("log")

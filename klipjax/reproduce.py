@@ -30,8 +30,12 @@ VARIANT_TITLES = {
 }
 # Final return, mean +- std over 5 seeds (Colletti & Holzinger 2026, results table).
 PAPER_FINAL_RETURNS = {
-    "CartPole-v1": {"ppo_clip": (478, 18), "klip": (478, 18), "kl_fixed": (484, 23),
-                    "kl_adaptive": (492, 9)},
+    "CartPole-v1": {
+        "ppo_clip": (478, 18),
+        "klip": (478, 18),
+        "kl_fixed": (484, 23),
+        "kl_adaptive": (492, 9),
+    },
 }
 PAPER_PEAK_KILL = {"CartPole-v1": 0.05}
 QUICK_SEEDS = 2
@@ -120,8 +124,10 @@ def _final_return_table(tasks: list[GroupResult]) -> list[str]:
 
 def _identity_lines(tasks: list[GroupResult]) -> list[str]:
     lines = [
-        ("| task | ppo_clip/klip pairs | identical parameters | largest parameter "
-        "difference | largest gradient difference (live check) |"),
+        (
+            "| task | ppo_clip/klip pairs | identical parameters | largest parameter "
+            "difference | largest gradient difference (live check) |"
+        ),
         "|---|---|---|---|---|",
     ]
     for result in tasks:
@@ -150,12 +156,15 @@ def _kill_lines(tasks: list[GroupResult]) -> list[str]:
         update_peak = by_loss["kill_fraction"].max()
         minibatch_peak = by_loss["kill_fraction_max"].max()
         cells = [
-            f"{update_peak[v]:.1%} / {minibatch_peak[v]:.1%}" if v in update_peak else "-"
+            f"{update_peak[v]:.1%} / {minibatch_peak[v]:.1%}"
+            if v in update_peak
+            else "-"
             for v in VARIANTS
         ]
         paper = PAPER_PEAK_KILL.get(result.task)
         lines.append(
-            f"| {result.task} | " + " | ".join(cells)
+            f"| {result.task} | "
+            + " | ".join(cells)
             + f" | {'up to ' + format(paper, '.0%') if paper else '-'} |"
         )
     return lines
@@ -169,8 +178,12 @@ def _knob_panel(result: GroupResult) -> plots.KnobPanel:
         knob_values, per_seed = lines.setdefault(setting["loss"], ([], []))
         knob_values.append(setting.get(knob, _run_value(result, setting, knob)))
         per_seed.append(values)
-    title = {"clip_eps": "clip radius", "beta": "fixed beta", "kl_target": "KL target",
-             "softness": "soft clip"}[knob]
+    title = {
+        "clip_eps": "clip radius",
+        "beta": "fixed beta",
+        "kl_target": "KL target",
+        "softness": "soft clip",
+    }[knob]
     return plots.KnobPanel(title, knob, lines, log_x=knob in ("beta", "kl_target"))
 
 
@@ -184,7 +197,10 @@ def _run_value(result: GroupResult, setting: dict, knob: str) -> float:
 
 def _knob_table(result: GroupResult) -> list[str]:
     knob = result.group.knob
-    lines = [f"| setting | {knob} | final return (mean ± std) | seeds |", "|---|---|---|---|"]
+    lines = [
+        f"| setting | {knob} | final return (mean ± std) | seeds |",
+        "|---|---|---|---|",
+    ]
     for setting in result.summary["settings"]:
         value = setting.get(knob, _run_value(result, setting, knob))
         lines.append(
@@ -203,26 +219,37 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
     lines = [
         "# klipjax reproduction of Colletti & Holzinger (2026)",
         "",
-        (f"Built {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
-        f"({jax.devices()[0].platform}, jax {jax.__version__}); "
-        f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets'}. "
-        f"Groups: {', '.join(r.group.name for r in done) or 'none'}."),
+        (
+            f"Built {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
+            f"({jax.devices()[0].platform}, jax {jax.__version__}); "
+            f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets'}. "
+            f"Groups: {', '.join(r.group.name for r in done) or 'none'}."
+        ),
         "",
-        ("Final return: per run, the mean episode return over the updates in the last 10% "
-        "of its environment steps (updates with no finished episode skipped); then mean "
-        "± population std over seeds."),
+        (
+            "Final return: per run, the mean episode return over the updates in the last 10% "
+            "of its environment steps (updates with no finished episode skipped); then mean "
+            "± population std over seeds."
+        ),
         "",
     ]
     if tasks:
         lines += ["## Final return", "", *_final_return_table(tasks), ""]
         plots.plot_task_curves({r.task: r.frame for r in tasks}, out / "curves.png")
-        lines += ["## Learning curves (mean ± std over seeds)", "", "![curves](curves.png)", ""]
+        lines += [
+            "## Learning curves (mean ± std over seeds)",
+            "",
+            "![curves](curves.png)",
+            "",
+        ]
         lines += [
             "## The identity: PPO-Clip and the per-sample KL form",
             "",
-            ("Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
-            "check computes both forms' gradients on every minibatch of the `ppo_clip` "
-            "runs where the preset enables it."),
+            (
+                "Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
+                "check computes both forms' gradients on every minibatch of the `ppo_clip` "
+                "runs where the preset enables it."
+            ),
             "",
             *_identity_lines(tasks),
             "",
@@ -230,11 +257,15 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
         first = tasks[0]
         pair = first.frame[first.frame["loss"].isin(["ppo_clip", "klip"])]
         if len(pair):
-            plots.plot_curves(pair, out / "identity.png", title=f"{first.task}: "
-                              "PPO-Clip (solid) vs per-sample KL (dashed)")
+            plots.plot_curves(
+                pair,
+                out / "identity.png",
+                title=f"{first.task}: PPO-Clip (solid) vs per-sample KL (dashed)",
+            )
             lines += ["![identity](identity.png)", ""]
         plots.plot_metric_panels(
-            first.frame, out / "partition.png",
+            first.frame,
+            out / "partition.png",
             ["in_band_fraction", "kill_fraction", "pass_fraction"],
         )
         plots.plot_metric_panels(
@@ -243,8 +274,12 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
         # The scalar beta only exists for the KL variants.
         scalar = first.frame[first.frame["loss"].isin(["kl_fixed", "kl_adaptive"])]
         if len(scalar):
-            plots.plot_curves(scalar, out / "kl_beta.png", y="kl_beta",
-                              title=f"{first.task}: scalar beta of the KL variants")
+            plots.plot_curves(
+                scalar,
+                out / "kl_beta.png",
+                y="kl_beta",
+                title=f"{first.task}: scalar beta of the KL variants",
+            )
         lines += [
             "## Where the samples sit: I_in, I_kill, I_pass",
             "",
@@ -252,16 +287,20 @@ def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
             "",
             "![partition](partition.png)",
             "",
-            "Peak fraction of samples in I_kill over training: of an update (mean over "
-            "its minibatches) / of a single minibatch:",
+            (
+                "Peak fraction of samples in I_kill over training: of an update (mean over "
+                "its minibatches) / of a single minibatch:"
+            ),
             "",
             *_kill_lines(tasks),
             "",
             "## beta_t on I_kill",
             "",
-            ("Mean |beta_t| over I_kill and the 90th percentile of beta_t per update "
-             "(the coefficients the step gate implies; the run's own gate for the soft "
-             "variants):"),
+            (
+                "Mean |beta_t| over I_kill and the 90th percentile of beta_t per update "
+                "(the coefficients the step gate implies; the run's own gate for the soft "
+                "variants):"
+            ),
             "",
             "![beta](beta.png)",
             "",

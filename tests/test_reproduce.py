@@ -26,14 +26,23 @@ def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "QUICK_MAX_STEPS", 1024)
     monkeypatch.setattr(reproduce, "QUICK_MIN_UPDATES", 2)
     out = tmp_path / "repro"
-    assert main(["reproduce", "cartpole", "cartpole_beta", "--quick", "--out", str(out)]) == 0
+    assert (
+        main(["reproduce", "cartpole", "cartpole_beta", "--quick", "--out", str(out)])
+        == 0
+    )
     report = (out / "REPORT.md").read_text()
     assert "QUICK mode" in report
     assert "| CartPole-v1 |" in report and "(paper 478 ± 18)" in report
     assert "| CartPole-v1 | 2 | yes | 0 | 0 |" in report  # identity: live gap 0
     assert "### cartpole_beta" in report and "| kl_fixed | 10 |" in report
-    figures = ["curves.png", "identity.png", "partition.png", "beta.png", "kl_beta.png",
-               "knobs.png"]
+    figures = [
+        "curves.png",
+        "identity.png",
+        "partition.png",
+        "beta.png",
+        "kl_beta.png",
+        "knobs.png",
+    ]
     for figure in figures:
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
         assert f"({figure})" in report
