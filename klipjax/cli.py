@@ -1,4 +1,4 @@
-"""Command line: ``klipjax train`` and ``klipjax plot``. All printing lives here."""
+"""Command line: ``klipjax train``, ``reproduce`` and ``plot``. All printing lives here."""
 
 from __future__ import annotations
 
@@ -36,33 +36,6 @@ PANEL_METRICS = (
     "entropy",
     "explained_variance",
 )
-
-
-CACHE_ENV = "KLIPJAX_CACHE_DIR"
-DEFAULT_CACHE = Path.home() / ".cache" / "klipjax" / "xla"
-CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
-_cache_hits = []
-
-
-def _enable_compilation_cache() -> str | None:
-    """Turns on JAX's persistent compilation cache, so a second invocation of the same
-    sweep loads its program instead of compiling it. ``KLIPJAX_CACHE_DIR`` picks the
-    directory; set it empty to turn the cache off."""
-    directory = os.environ.get(CACHE_ENV, str(DEFAULT_CACHE))
-    if not directory:
-        return None
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", directory)
-    if not _cache_hits:  # count hits once per process, for summary.json
-        _cache_hits.append(0)
-
-        def count(event, **kwargs):
-            if event == CACHE_HIT_EVENT:
-                _cache_hits[0] += 1
-
-        jax.monitoring.register_event_listener(count)
-    return directory
 
 
 def _fail(message: str) -> None:
@@ -166,10 +139,10 @@ def run_sweep(sweep_config, out: Path, *, resume: bool) -> tuple[int, dict]:
     """Trains (or resumes) one sweep into ``out`` with progress, checkpoints and
     interrupt handling; returns the exit code and the summary written."""
     # Heavy imports after validation, so a typo is reported within a second.
-    from klipjax import checkpoint, envs, results, sweep
+    from klipjax import checkpoint, compile_cache, envs, results, sweep
 
-    _enable_compilation_cache()
-    hits_before = _cache_hits[0] if _cache_hits else 0
+    compile_cache.enable()
+    hits_before = compile_cache.hits()
 
     static = sweep_config.static
     try:
@@ -262,7 +235,7 @@ def run_sweep(sweep_config, out: Path, *, resume: bool) -> tuple[int, dict]:
         report,
         time.perf_counter() - started,
         complete,
-        cache_hits=(_cache_hits[0] if _cache_hits else 0) - hits_before,
+        cache_hits=compile_cache.hits() - hits_before,
     )
     if not complete:
         console.print(
@@ -307,7 +280,7 @@ def reproduce_command(args) -> int:
                 highlight=False,
             )
             return code
-    report = reproduce.write_report(out, names, args.quick)
+    report = reproduce.write_report(out, args.quick)
     console.print(f"report: {report}", highlight=False)
     return 0
 

@@ -53,7 +53,9 @@ class EnvError(ValueError):
 def make(env_id: str) -> EnvSpec:
     """Builds an environment (gymnax >= 1.0: terminated and truncated apart)."""
     try:
-        env, params = _REGISTRY[env_id]() if env_id in _REGISTRY else gymnax.make(env_id)
+        env, params = (
+            _REGISTRY[env_id]() if env_id in _REGISTRY else gymnax.make(env_id)
+        )
     except Exception as err:  # whatever the env's own constructor raises
         raise EnvError(
             f"env={env_id!r}: could not be built ({type(err).__name__}: {err})"

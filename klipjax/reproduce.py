@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -209,11 +208,12 @@ def _knob_table(result: GroupResult) -> list[str]:
     return lines
 
 
-def write_report(out: Path, names: Sequence[str], quick: bool) -> Path:
-    """Builds ``out/REPORT.md`` and its figures from the groups' run directories."""
+def write_report(out: Path, quick: bool) -> Path:
+    """Builds ``out/REPORT.md`` and its figures from every complete group in ``out``
+    (not only the ones just run), in the order of ``GROUPS``."""
     import jax
 
-    done = [load_group(out / n, GROUPS[n]) for n in names if is_complete(out / n)]
+    done = [load_group(out / n, GROUPS[n]) for n in GROUPS if is_complete(out / n)]
     tasks = [r for r in done if r.group.kind == "task"]
     knobs = [r for r in done if r.group.kind in ("knob", "soft")]
     lines = [
