@@ -1,6 +1,5 @@
 """Tiny gymnax-style environments whose correct values are known in closed form."""
 
-import jax
 import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
@@ -59,4 +58,4 @@ def constant_reward(max_steps=5, terminate_at=0):
     return factory
 
 
-__all__ = ["ConstantReward", "constant_reward", "jax"]
+__all__ = ["ConstantReward", "constant_reward"]
