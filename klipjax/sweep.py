@@ -76,7 +76,11 @@ def _run_sharding(num_runs: int):
     devices = jax.local_devices()
     if len(devices) < 2 or num_runs % len(devices):
         return None
-    mesh = jax.make_mesh((len(devices),), ("runs",), devices=devices)
+    # Auto axes: XLA propagates the run sharding through the program (no explicit
+    # out_sharding annotations needed on every scatter).
+    mesh = jax.make_mesh(
+        (len(devices),), ("runs",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
 
 
