@@ -425,7 +425,11 @@ def gaussian_kl(old_mean, old_log_std, mean, log_std):
 
 def partition_fractions(log_prob, old_log_prob, advantage, *, clip_eps):
     """Mean membership of I_in, I_kill and I_pass over all samples."""
-    parts = partition(log_prob, old_log_prob, advantage, clip_eps=clip_eps)
+    return fractions_of(partition(log_prob, old_log_prob, advantage, clip_eps=clip_eps))
+
+
+def fractions_of(parts: Partition) -> PartitionFractions:
+    """``PartitionFractions`` of a precomputed ``Partition``."""
     return PartitionFractions(*(jnp.mean(p.astype(jnp.float32)) for p in parts))
 
 
@@ -483,6 +487,7 @@ __all__ = [
     "categorical_kl",
     "clip_fraction",
     "clipped_value_loss",
+    "fractions_of",
     "gate_weight",
     "gaussian_kl",
     "k3_kl",

@@ -79,7 +79,10 @@ def _run_sharding(num_runs: int):
     # Auto axes: XLA propagates the run sharding through the program (no explicit
     # out_sharding annotations needed on every scatter).
     mesh = jax.make_mesh(
-        (len(devices),), ("runs",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+        (len(devices),),
+        ("runs",),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=devices,
     )
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
 

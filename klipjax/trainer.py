@@ -125,19 +125,22 @@ def _select(flag, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
 
 
+def learning_rate(hp: HParams, static: StaticConfig, update_index):
+    """The learning rate during update ``update_index`` (0-based): linearly annealed
+    from ``lr`` towards 0 over the run when ``anneal_lr`` is on."""
+    remaining = 1.0 - update_index / static.num_updates
+    return hp.lr * jnp.where(hp.anneal_lr > 0, remaining, 1.0)
+
+
 def make_optimizer(hp: HParams, static: StaticConfig) -> optax.GradientTransformation:
     """Global-norm clip, Adam (eps 1e-5), learning rate annealed linearly per update."""
     steps_per_update = static.epochs * static.num_minibatches
-
-    def learning_rate(count):
-        update_index = count // steps_per_update
-        remaining = 1.0 - update_index / static.num_updates
-        return hp.lr * jnp.where(hp.anneal_lr > 0, remaining, 1.0)
-
     return optax.chain(
         optax.clip_by_global_norm(hp.max_grad_norm),
         optax.scale_by_adam(eps=1e-5),
-        optax.scale_by_learning_rate(learning_rate),
+        optax.scale_by_learning_rate(
+            lambda count: learning_rate(hp, static, count // steps_per_update)
+        ),
     )
 
 
@@ -342,10 +345,9 @@ def make_trainer(static: StaticConfig) -> Trainer:
             loss_fn, has_aux=True
         )(params)
         data = (log_prob, batch.log_prob, batch.advantage)
-        fractions = losses.partition_fractions(*data, clip_eps=hp.clip_eps)
-        beta_t = _beta_t(loss_id, hp, *data)
-        kill = losses.partition(*data, clip_eps=hp.clip_eps).kill
-        beta_summary = losses.summarize_beta(beta_t, kill)
+        parts = losses.partition(*data, clip_eps=hp.clip_eps)
+        fractions = losses.fractions_of(parts)
+        beta_summary = losses.summarize_beta(_beta_t(loss_id, hp, *data), parts.kill)
         stats = MinibatchStats(
             policy_loss=policy,
             value_loss=value_loss,
@@ -455,9 +457,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
         beta = jnp.where(hp.loss_id == LOSS_ID["kl_adaptive"], adapted, runner.beta)
 
         update_index = runner.update
-        lr_now = hp.lr * jnp.where(
-            hp.anneal_lr > 0, 1.0 - update_index / static.num_updates, 1.0
-        )
+        lr_now = learning_rate(hp, static, update_index)
         episodes = completed[2]
         flat_values, flat_targets = flat(values), flat(targets)
         explained_variance = 1.0 - jnp.var(flat_targets - flat_values) / jnp.var(
