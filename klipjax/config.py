@@ -32,6 +32,7 @@ LOSSES = (
 )
 KL_ESTIMATORS = ("analytic", "sample", "k3")
 SOFT_LOSSES = ("klip_linear_ramp", "klip_sigmoid", "soft_min")
+KL_PENALTY_LOSSES = ("kl_fixed", "kl_adaptive")  # the variants that use a KL estimate
 
 
 class ConfigError(ValueError):
@@ -113,6 +114,40 @@ INT_KEYS = ("total_steps", "num_envs", "num_steps", "epochs", "minibatch_size")
 
 
 @dataclasses.dataclass(frozen=True)
+class CodePaths:
+    """The code paths a sweep's runs take; the program is compiled with these alone.
+
+    A choice every run shares becomes a compile-time constant, so a single-variant
+    sweep carries no branch for the other variants and a sweep without normalisation
+    no normaliser updates. The defaults keep every path (each chosen at run time).
+    """
+
+    losses: tuple[str, ...] = LOSSES
+    kl_estimators: tuple[str, ...] = KL_ESTIMATORS
+    normalize_obs: tuple[bool, ...] = (False, True)
+    normalize_reward: tuple[bool, ...] = (False, True)
+
+    @property
+    def needs_kl(self) -> bool:
+        """Whether any run's loss penalises a KL estimate."""
+        return any(loss in KL_PENALTY_LOSSES for loss in self.losses)
+
+
+def code_paths(runs) -> CodePaths:
+    """The ``CodePaths`` that the given runs (dicts of traced values) use."""
+
+    def present(key, order):
+        return tuple(v for v in order if any(run[key] == v for run in runs))
+
+    return CodePaths(
+        losses=present("loss", LOSSES),
+        kl_estimators=present("kl_estimator", KL_ESTIMATORS),
+        normalize_obs=present("normalize_obs", (False, True)),
+        normalize_reward=present("normalize_reward", (False, True)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """A resolved sweep: the static settings, the list of runs, and run options."""
 
@@ -126,6 +161,10 @@ class SweepConfig:
     @property
     def num_runs(self) -> int:
         return len(self.runs)
+
+    @property
+    def code_paths(self) -> CodePaths:
+        return code_paths(self.runs)
 
 
 def _suggest(word: str, choices) -> str:

@@ -26,8 +26,16 @@ class Categorical(NamedTuple):
     def param_size(self) -> int:
         return self.num_actions
 
+    def noise(self, key, batch_shape):
+        """Gumbel noise for ``sample_with``: drawn for a whole rollout at once, so
+        the per-step loop holds no random-number generation."""
+        return jax.random.gumbel(key, (*batch_shape, self.num_actions))
+
+    def sample_with(self, noise, dist_params):
+        return jnp.argmax(dist_params + noise, axis=-1)  # the Gumbel-max trick
+
     def sample(self, key, dist_params):
-        return jax.random.categorical(key, dist_params)
+        return self.sample_with(self.noise(key, dist_params.shape[:-1]), dist_params)
 
     def log_prob(self, dist_params, action):
         log_p = jax.nn.log_softmax(dist_params)
@@ -57,9 +65,16 @@ class DiagonalGaussian(NamedTuple):
             ..., self.action_dims :
         ]
 
-    def sample(self, key, dist_params):
+    def noise(self, key, batch_shape):
+        """Standard normal noise for ``sample_with`` (see ``Categorical.noise``)."""
+        return jax.random.normal(key, (*batch_shape, self.action_dims))
+
+    def sample_with(self, noise, dist_params):
         mean, log_std = self.split(dist_params)
-        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+        return mean + jnp.exp(log_std) * noise
+
+    def sample(self, key, dist_params):
+        return self.sample_with(self.noise(key, dist_params.shape[:-1]), dist_params)
 
     def log_prob(self, dist_params, action):
         mean, log_std = self.split(dist_params)

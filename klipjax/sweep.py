@@ -90,7 +90,7 @@ def _run_sharding(num_runs: int):
 def build(sweep: SweepConfig) -> SweepProgram:
     """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``."""
     static = sweep.static
-    trainer = make_trainer(static)
+    trainer = make_trainer(static, sweep.code_paths)
     chunk = choose_chunk(
         static.num_updates, sweep.chunk_updates, sweep.checkpoint_every
     )

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from klipjax import losses
-from klipjax.config import LOSSES, HParams, StaticConfig
+from klipjax.config import KL_ESTIMATORS, LOSSES, CodePaths, HParams, StaticConfig
 from klipjax.envs import EnvSpec, env_action, make
 from klipjax.gae import gae
 from klipjax.networks import Actor, Critic
@@ -28,6 +28,7 @@ from klipjax.normalization import RunningStats
 
 ADVANTAGE_EPS = 1e-8
 LOSS_ID = {name: i for i, name in enumerate(LOSSES)}
+ALL_PATHS = CodePaths()
 
 
 class Runner(NamedTuple):
@@ -70,7 +71,11 @@ class Batch(NamedTuple):
 
 
 class Metrics(NamedTuple):
-    """Per-update scalars of one run (NaN where undefined)."""
+    """Per-update scalars of one run (NaN where undefined).
+
+    Partition, beta_t, KL and clip statistics pool every sample of every minibatch
+    step of the update; losses, entropy and grad norm are means over the steps.
+    """
 
     env_steps: jax.Array
     episode_return: jax.Array
@@ -98,20 +103,15 @@ class Metrics(NamedTuple):
 
 
 class MinibatchStats(NamedTuple):
-    policy_loss: jax.Array
-    value_loss: jax.Array
-    entropy: jax.Array
-    in_band_fraction: jax.Array
-    kill_fraction: jax.Array
-    pass_fraction: jax.Array
-    beta_t_mean: jax.Array
-    beta_t_p50: jax.Array
-    beta_t_p90: jax.Array
-    beta_t_kill_abs_mean: jax.Array
-    approx_kl: jax.Array
-    clip_fraction: jax.Array
-    grad_norm: jax.Array
-    identity_gap: jax.Array
+    """What one gradient step reports: scalars stacked into one array (one write per
+    step), and the new log-probs, from which the update's sample statistics are
+    computed in one pass after the epochs."""
+
+    scalars: jax.Array  # [len(MINIBATCH_SCALARS)]
+    log_prob: jax.Array  # [minibatch_size]
+
+
+MINIBATCH_SCALARS = ("policy_loss", "value_loss", "entropy", "grad_norm")
 
 
 class Trainer(NamedTuple):
@@ -144,12 +144,33 @@ def make_optimizer(hp: HParams, static: StaticConfig) -> optax.GradientTransform
     )
 
 
-def policy_loss_per_sample(loss_id, hp, beta, log_prob, old_log_prob, advantage, kl):
-    """The per-sample policy loss of the run's variant, chosen by a traced id.
+def choose(names, chosen, all_names, branches):
+    """Calls ``branches[name]()`` for the run's choice.
 
-    Under vmap ``lax.switch`` evaluates every branch and selects: all are elementwise,
-    so mixing variants in one sweep costs little.
+    ``chosen`` is a traced index into ``all_names``; only the ``names`` the sweep uses
+    are compiled, and with a single one there is no branch at all. Under vmap
+    ``lax.switch`` evaluates every compiled branch and selects.
     """
+    if len(names) == 1:
+        return branches[names[0]]()
+    local = jnp.asarray([names.index(n) if n in names else 0 for n in all_names])
+    return jax.lax.switch(local[chosen], [branches[name] for name in names])
+
+
+def when(present, flag, on_true, on_false):
+    """``on_true()`` where the traced ``flag`` is set: a compile-time choice when every
+    run agrees (``present`` is the tuple of values the runs use)."""
+    if present == (True,):
+        return on_true()
+    if present == (False,):
+        return on_false()
+    return _select(flag > 0, on_true(), on_false())
+
+
+def policy_loss_per_sample(
+    loss_id, hp, beta, log_prob, old_log_prob, advantage, kl, names=LOSSES
+):
+    """The per-sample policy loss of the run's variant (traced id; see ``choose``)."""
     data = (log_prob, old_log_prob, advantage)
     eps, soft = hp.clip_eps, hp.softness
     branches = {
@@ -166,28 +187,40 @@ def policy_loss_per_sample(loss_id, hp, beta, log_prob, old_log_prob, advantage,
         "kl_adaptive": lambda: losses.kl_penalty(*data, kl, beta=beta),
         "unclipped": lambda: losses.kl_penalty(*data, kl, beta=0.0),
     }
-    return jax.lax.switch(loss_id, [branches[name] for name in LOSSES])
+    return choose(names, loss_id, LOSSES, branches)
 
 
-def _beta_t(loss_id, hp, log_prob, old_log_prob, advantage):
+GATE_OF_LOSS = {"klip_linear_ramp": "linear_ramp", "klip_sigmoid": "sigmoid"}
+
+
+def _beta_t(loss_id, hp, log_prob, old_log_prob, advantage, names=LOSSES):
     """``beta_t`` with the run's own gate (step for every non-soft variant)."""
     data = (log_prob, old_log_prob, advantage)
-    step = losses.klip_beta(*data, clip_eps=hp.clip_eps)
-    ramp = losses.klip_beta(
-        *data, clip_eps=hp.clip_eps, gate="linear_ramp", softness=hp.softness
-    )
-    sigmoid = losses.klip_beta(
-        *data, clip_eps=hp.clip_eps, gate="sigmoid", softness=hp.softness
-    )
-    return jnp.where(
-        loss_id == LOSS_ID["klip_linear_ramp"],
-        ramp,
-        jnp.where(loss_id == LOSS_ID["klip_sigmoid"], sigmoid, step),
-    )
+    gates = tuple(dict.fromkeys(GATE_OF_LOSS.get(name, "step") for name in names))
+    per_loss = [GATE_OF_LOSS.get(name, "step") for name in LOSSES]
+    if len(gates) == 1:
+        gate_index = jnp.asarray(0)
+    else:
+        gate_index = jnp.asarray(
+            [gates.index(g) if g in gates else 0 for g in per_loss]
+        )[loss_id]
+    branches = {
+        gate: (
+            lambda gate=gate: losses.klip_beta(
+                *data,
+                clip_eps=hp.clip_eps,
+                gate=gate,
+                softness=None if gate == "step" else hp.softness,
+            )
+        )
+        for gate in gates
+    }
+    return choose(gates, gate_index, gates, branches)
 
 
-def make_trainer(static: StaticConfig) -> Trainer:
-    """Builds the pure per-run ``init`` and ``run_chunk`` for a static config."""
+def make_trainer(static: StaticConfig, paths: CodePaths = ALL_PATHS) -> Trainer:
+    """Builds the pure per-run ``init`` and ``run_chunk`` for a static config,
+    compiled for the code ``paths`` its runs take (all of them by default)."""
     spec = make(static.env)
     dist = spec.distribution
     actor = Actor(
@@ -204,13 +237,13 @@ def make_trainer(static: StaticConfig) -> Trainer:
         return obs.reshape(num_envs, obs_size).astype(jnp.float32)
 
     def kl_estimate(hp, old_dist_params, dist_params, log_prob, old_log_prob):
-        return jax.lax.switch(
-            hp.kl_estimator_id,
-            [
-                lambda: dist.kl(old_dist_params, dist_params),
-                lambda: losses.sampled_kl(log_prob, old_log_prob),
-                lambda: losses.k3_kl(log_prob, old_log_prob),
-            ],
+        estimators = {
+            "analytic": lambda: dist.kl(old_dist_params, dist_params),
+            "sample": lambda: losses.sampled_kl(log_prob, old_log_prob),
+            "k3": lambda: losses.k3_kl(log_prob, old_log_prob),
+        }
+        return choose(
+            paths.kl_estimators, hp.kl_estimator_id, KL_ESTIMATORS, estimators
         )
 
     def init(hp: HParams) -> Runner:
@@ -244,44 +277,44 @@ def make_trainer(static: StaticConfig) -> Trainer:
 
     def rollout(runner: Runner, hp: HParams):
         """Collects ``num_steps`` steps from ``num_envs`` envs with the current actor."""
-        normalize_obs = hp.normalize_obs > 0
-        normalize_reward = hp.normalize_reward > 0
 
-        def env_step(carry, step_key):
+        def normalize_obs(on, off):
+            return when(paths.normalize_obs, hp.normalize_obs, on, off)
+
+        def env_step(carry, step_inputs):
             runner, completed = carry
-            obs_stats = _select(
-                normalize_obs, runner.obs_stats.update(runner.obs), runner.obs_stats
+            noise, env_keys = step_inputs
+            obs_stats = normalize_obs(
+                lambda: runner.obs_stats.update(runner.obs), lambda: runner.obs_stats
             )
-            policy_obs = jnp.where(
-                normalize_obs, obs_stats.normalize(runner.obs), runner.obs
+            policy_obs = normalize_obs(
+                lambda: obs_stats.normalize(runner.obs), lambda: runner.obs
             )
-            action_key, env_key = jax.random.split(step_key)
             dist_params = actor.apply(runner.params["actor"], policy_obs)
-            action = dist.sample(action_key, dist_params)
+            action = dist.sample_with(noise, dist_params)
             log_prob = dist.log_prob(dist_params, action)
             obs, env_state, reward, terminated, truncated, info = jax.vmap(
                 spec.env.step, in_axes=(0, 0, 0, None)
-            )(
-                jax.random.split(env_key, num_envs),
-                runner.env_state,
-                env_action(spec, action),
-                spec.params,
-            )
+            )(env_keys, runner.env_state, env_action(spec, action), spec.params)
             reward = reward.astype(jnp.float32)
             done = terminated | truncated
-            final_obs = flat_obs(info["final_observation"])
-            final_obs = jnp.where(
-                normalize_obs, obs_stats.normalize(final_obs), final_obs
+            raw_final_obs = flat_obs(info["final_observation"])
+            final_obs = normalize_obs(
+                lambda: obs_stats.normalize(raw_final_obs), lambda: raw_final_obs
             )
 
             discounted = runner.discounted_return * hp.gamma + reward
-            reward_stats = _select(
-                normalize_reward,
-                runner.reward_stats.update(discounted),
-                runner.reward_stats,
+            reward_stats = when(
+                paths.normalize_reward,
+                hp.normalize_reward,
+                lambda: runner.reward_stats.update(discounted),
+                lambda: runner.reward_stats,
             )
-            learner_reward = jnp.where(
-                normalize_reward, reward_stats.scale(reward), reward
+            learner_reward = when(
+                paths.normalize_reward,
+                hp.normalize_reward,
+                lambda: reward_stats.scale(reward),
+                lambda: reward,
             )
 
             episode_return = runner.episode_return + reward
@@ -312,11 +345,14 @@ def make_trainer(static: StaticConfig) -> Trainer:
             )
             return (runner, completed), transition
 
-        key, rollout_key = jax.random.split(runner.key)
-        step_keys = jax.random.split(rollout_key, static.num_steps)
+        # All of the rollout's randomness is drawn up front, in two batched calls.
+        key, noise_key, env_key = jax.random.split(runner.key, 3)
+        noise = dist.noise(noise_key, (static.num_steps, num_envs))
+        env_keys = jax.random.split(env_key, static.num_steps * num_envs)
+        env_keys = env_keys.reshape((static.num_steps, num_envs) + env_keys.shape[1:])
         zero = jnp.zeros((), jnp.float32)
         (runner, completed), transitions = jax.lax.scan(
-            env_step, (runner._replace(key=key), (zero, zero, zero)), step_keys
+            env_step, (runner._replace(key=key), (zero, zero, zero)), (noise, env_keys)
         )
         return runner, transitions, completed
 
@@ -327,11 +363,22 @@ def make_trainer(static: StaticConfig) -> Trainer:
         def loss_fn(params):
             dist_params = actor.apply(params["actor"], batch.obs)
             log_prob = dist.log_prob(dist_params, batch.action)
-            kl = kl_estimate(
-                hp, batch.dist_params, dist_params, log_prob, batch.log_prob
+            kl = (
+                kl_estimate(
+                    hp, batch.dist_params, dist_params, log_prob, batch.log_prob
+                )
+                if paths.needs_kl
+                else jnp.zeros_like(log_prob)
             )
             policy = policy_loss_per_sample(
-                loss_id, hp, beta, log_prob, batch.log_prob, batch.advantage, kl
+                loss_id,
+                hp,
+                beta,
+                log_prob,
+                batch.log_prob,
+                batch.advantage,
+                kl,
+                paths.losses,
             ).mean()
             value = critic.apply(params["critic"], batch.obs)
             value_loss = losses.clipped_value_loss(
@@ -344,30 +391,10 @@ def make_trainer(static: StaticConfig) -> Trainer:
         grads, (policy, value_loss, entropy, log_prob) = jax.grad(
             loss_fn, has_aux=True
         )(params)
-        data = (log_prob, batch.log_prob, batch.advantage)
-        parts = losses.partition(*data, clip_eps=hp.clip_eps)
-        fractions = losses.fractions_of(parts)
-        beta_summary = losses.summarize_beta(_beta_t(loss_id, hp, *data), parts.kill)
-        stats = MinibatchStats(
-            policy_loss=policy,
-            value_loss=value_loss,
-            entropy=entropy,
-            in_band_fraction=fractions.in_band,
-            kill_fraction=fractions.kill,
-            pass_fraction=fractions.pass_through,
-            beta_t_mean=beta_summary.mean,
-            beta_t_p50=beta_summary.p50,
-            beta_t_p90=beta_summary.p90,
-            beta_t_kill_abs_mean=beta_summary.kill_abs_mean,
-            approx_kl=losses.approx_kl(log_prob, batch.log_prob),
-            clip_fraction=losses.clip_fraction(
-                log_prob, batch.log_prob, clip_eps=hp.clip_eps
-            ),
-            grad_norm=optax.tree.norm(grads),
-            identity_gap=identity_gap(hp, params, batch)
-            if static.identity_check
-            else jnp.asarray(jnp.nan, jnp.float32),
-        )
+        scalars = [policy, value_loss, entropy, optax.tree.norm(grads)]
+        if static.identity_check:
+            scalars.append(identity_gap(hp, params, batch))
+        stats = MinibatchStats(jnp.stack(scalars), log_prob)
         updates, opt_state = make_optimizer(hp, static).update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), stats
 
@@ -390,6 +417,32 @@ def make_trainer(static: StaticConfig) -> Trainer:
             grad_of(losses.klip),
         )
         return jnp.max(jnp.stack(jax.tree.leaves(diff)))
+
+    def update_statistics(hp, batch: Batch, orders, log_prob) -> dict:
+        """Partition, beta_t and KL statistics over every sample of every minibatch
+        step of an update (``log_prob``: ``[epochs, minibatches, minibatch_size]``, as
+        each step saw it before its gradient step), computed in one pass."""
+        shape = log_prob.shape
+        old_log_prob = batch.log_prob[orders].reshape(shape)
+        advantage = batch.advantage[orders].reshape(shape)
+        data = (log_prob, old_log_prob, advantage)
+        parts = losses.partition(*data, clip_eps=hp.clip_eps)
+        fractions = losses.fractions_of(parts)
+        beta = losses.summarize_beta(
+            _beta_t(hp.loss_id, hp, *data, paths.losses), parts.kill
+        )
+        return {
+            "in_band_fraction": fractions.in_band,
+            "kill_fraction": fractions.kill,
+            "pass_fraction": fractions.pass_through,
+            "kill_fraction_max": jnp.max(jnp.mean(parts.kill, axis=-1)),
+            "beta_t_mean": beta.mean,
+            "beta_t_p50": beta.p50,
+            "beta_t_p90": beta.p90,
+            "beta_t_kill_abs_mean": beta.kill_abs_mean,
+            "approx_kl": losses.approx_kl(*data[:2]),
+            "clip_fraction": losses.clip_fraction(*data[:2], clip_eps=hp.clip_eps),
+        }
 
     def update(runner: Runner, hp: HParams) -> tuple[Runner, Metrics]:
         """One PPO iteration: rollout, GAE, epochs of minibatch steps, adaptive beta."""
@@ -424,8 +477,7 @@ def make_trainer(static: StaticConfig) -> Trainer:
             target=flat(targets),
         )
 
-        def epoch(carry, epoch_key):
-            order = jax.random.permutation(epoch_key, batch_size)
+        def epoch(carry, order):
             minibatches = jax.tree.map(
                 lambda x: x[order].reshape(
                     (static.num_minibatches, static.minibatch_size) + x.shape[1:]
@@ -437,11 +489,13 @@ def make_trainer(static: StaticConfig) -> Trainer:
             )
 
         key, epochs_key = jax.random.split(runner.key)
-        (params, opt_state), stats = jax.lax.scan(
-            epoch,
-            (runner.params, runner.opt_state),
-            jax.random.split(epochs_key, static.epochs),
+        orders = jax.vmap(lambda k: jax.random.permutation(k, batch_size))(
+            jax.random.split(epochs_key, static.epochs)
         )
+        (params, opt_state), stats = jax.lax.scan(
+            epoch, (runner.params, runner.opt_state), orders
+        )
+        sample_stats = update_statistics(hp, batch, orders, stats.log_prob)
 
         # Adaptive beta: once per rollout, from the KL the whole update produced.
         new_dist_params = actor.apply(params["actor"], batch.obs)
@@ -463,15 +517,18 @@ def make_trainer(static: StaticConfig) -> Trainer:
         explained_variance = 1.0 - jnp.var(flat_targets - flat_values) / jnp.var(
             flat_targets
         )
-        minibatch_means = jax.tree.map(jnp.mean, stats)._asdict()
-        minibatch_means["identity_gap"] = jnp.max(stats.identity_gap)  # worst case
+        scalars = stats.scalars.reshape(-1, stats.scalars.shape[-1])
+        means = dict(zip(MINIBATCH_SCALARS, jnp.mean(scalars, axis=0)))
         metrics = Metrics(
-            **minibatch_means,
+            **means,
+            **sample_stats,
+            identity_gap=jnp.max(scalars[:, -1])  # the worst minibatch
+            if static.identity_check
+            else jnp.asarray(jnp.nan, jnp.float32),
             env_steps=((update_index + 1) * batch_size).astype(jnp.float32),
             episode_return=jnp.where(episodes > 0, completed[0] / episodes, jnp.nan),
             episode_length=jnp.where(episodes > 0, completed[1] / episodes, jnp.nan),
             episodes=episodes,
-            kill_fraction_max=jnp.max(stats.kill_fraction),
             explained_variance=explained_variance,
             lr=lr_now,
             kl_beta=beta,

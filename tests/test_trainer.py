@@ -30,8 +30,8 @@ def count_traces(monkeypatch):
     is allowed (``chex.assert_max_traces``)."""
     traces = []
 
-    def make_counted(static):
-        trainer = make_trainer(static)
+    def make_counted(static, paths):
+        trainer = make_trainer(static, paths)
 
         def run_chunk(runner, hp, num_updates):
             traces.append(1)
