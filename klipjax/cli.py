@@ -289,7 +289,7 @@ def _write_outputs(
     out, sweep_config, runner, metrics, report, wall, complete, cache_hits=0
 ) -> dict:
     """metrics.parquet, summary.json and the figures, each written atomically."""
-    from klipjax import plots, results, sweep
+    from klipjax import memory, plots, results, sweep
 
     static = sweep_config.static
     records = _run_records(sweep_config)
@@ -316,6 +316,11 @@ def _write_outputs(
         "compile_seconds": report.compile_seconds,
         "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
         "env_steps_per_second": report.steps_per_second,
+        "parallel_runs": report.parallel_runs,  # runs advanced at once
+        "memory_mb": {
+            "program": report.program_bytes / 2**20,  # XLA's analysis of one chunk
+            **{f"peak_{k}": v / 2**20 for k, v in memory.peak_bytes().items()},
+        },
         "identity": sweep.identity_differences(sweep_config, runner),
         "settings": results.group_final_returns(records, sweep_config.swept, finals),
         "runs": records,
@@ -359,6 +364,22 @@ def _print_summary(summary: dict, out: Path) -> None:
     console.print(
         f"wall {summary['wall_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s, "
         f"{rate_text} (all runs, after compile)",
+        highlight=False,
+    )
+    mem = summary["memory_mb"]
+    parallel = summary["parallel_runs"]
+    console.print(
+        f"memory: program {mem['program']:,.0f} MB, peak host {mem['peak_host']:,.0f} MB"
+        + (
+            f", peak device {mem['peak_device']:,.0f} MB"
+            if "peak_device" in mem
+            else ""
+        )
+        + (
+            f"; {parallel} of {summary['num_runs']} runs at a time"
+            if parallel < summary["num_runs"]
+            else ""
+        ),
         highlight=False,
     )
     gap = summary["identity"].get("max_param_difference")

@@ -107,7 +107,7 @@ TRACED_DEFAULTS: dict[str, Any] = {
     "normalize_reward": False,
 }
 STATIC_KEYS = tuple(f.name for f in dataclasses.fields(StaticConfig))
-RUN_KEYS = ("seeds", "chunk_updates", "checkpoint_every")
+RUN_KEYS = ("seeds", "chunk_updates", "checkpoint_every", "parallel_runs")
 ALL_KEYS = STATIC_KEYS + tuple(TRACED_DEFAULTS) + RUN_KEYS
 BOOL_KEYS = ("anneal_lr", "normalize_obs", "normalize_reward", "identity_check")
 INT_KEYS = ("total_steps", "num_envs", "num_steps", "epochs", "minibatch_size")
@@ -157,6 +157,9 @@ class SweepConfig:
     raw: dict[str, Any]  # the merged config as given, lists included: rerunnable
     chunk_updates: int | None = None
     checkpoint_every: int = 0  # updates between checkpoints; 0: only on interrupt
+    # Runs advanced at once; the others wait their turn inside the same program.
+    # 0: all of them, unless the program would not fit in memory (then fewer).
+    parallel_runs: int = 0
 
     @property
     def num_runs(self) -> int:
@@ -358,6 +361,7 @@ def resolve(values: dict[str, Any]) -> SweepConfig:
     chunk = values.get("chunk_updates")
     chunk = None if chunk is None else _as_int("chunk_updates", chunk)
     checkpoint_every = _as_int("checkpoint_every", values.get("checkpoint_every", 0), 0)
+    parallel_runs = _as_int("parallel_runs", values.get("parallel_runs", 0), 0)
 
     axes: list[tuple[str, list[Any]]] = []
     fixed: dict[str, Any] = {}
@@ -391,6 +395,7 @@ def resolve(values: dict[str, Any]) -> SweepConfig:
         raw=dict(values),
         chunk_updates=chunk,
         checkpoint_every=checkpoint_every,
+        parallel_runs=parallel_runs,
     )
 
 
@@ -452,4 +457,6 @@ def resolved_dict(sweep: SweepConfig) -> dict[str, Any]:
         values["chunk_updates"] = sweep.chunk_updates
     if sweep.checkpoint_every:
         values["checkpoint_every"] = sweep.checkpoint_every
+    if sweep.parallel_runs:
+        values["parallel_runs"] = sweep.parallel_runs
     return values

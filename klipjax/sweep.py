@@ -8,6 +8,7 @@ can be taken. With several local devices the run axis is sharded across them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
@@ -16,10 +17,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from klipjax import memory
 from klipjax.config import HParams, SweepConfig, hparams_of
 from klipjax.trainer import Metrics, Runner, make_trainer
 
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
+MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
 
 
 def stack_hparams(sweep: SweepConfig) -> HParams:
@@ -69,6 +72,7 @@ class SweepProgram(NamedTuple):
     run_chunk: Callable[[Runner, HParams], tuple[Runner, Metrics]]
     chunk_updates: int
     num_chunks: int
+    parallel_runs: int  # runs advanced at once (all of them unless memory is short)
 
 
 def _run_sharding(num_runs: int):
@@ -102,13 +106,43 @@ def build(sweep: SweepConfig) -> SweepProgram:
     def run_chunk(runner, hp):
         return trainer.run_chunk(runner, hp, chunk)
 
+    parallel = min(sweep.parallel_runs or sweep.num_runs, sweep.num_runs)
+    if parallel < sweep.num_runs:
+        # Groups of ``parallel`` runs, one after another inside the program: the
+        # transient memory (rollouts, minibatches) is that of one group.
+        def run_all(runner, hp):
+            return jax.lax.map(
+                lambda args: run_chunk(*args), (runner, hp), batch_size=parallel
+            )
+    else:
+        run_all = jax.vmap(run_chunk)
+
     return SweepProgram(
         hparams=hparams,
         init=jax.jit(jax.vmap(trainer.init)),
-        run_chunk=jax.jit(jax.vmap(run_chunk), donate_argnums=0),
+        run_chunk=jax.jit(run_all, donate_argnums=0),
         chunk_updates=chunk,
         num_chunks=-(-static.num_updates // chunk),
+        parallel_runs=parallel,
     )
+
+
+def compile_to_fit(
+    sweep: SweepConfig, program: SweepProgram, runner: Runner
+) -> tuple[SweepProgram, int]:
+    """Compiles the chunk program; if the user left ``parallel_runs`` to klipjax and
+    the program needs more than ``MEMORY_FRACTION`` of the available memory, rebuilds
+    it to advance proportionally fewer runs at once. Returns the program (its
+    ``run_chunk`` now the compiled executable) and its memory need in bytes."""
+    compiled = program.run_chunk.lower(runner, program.hparams).compile()
+    need = memory.program_bytes(compiled)
+    budget = MEMORY_FRACTION * memory.available_bytes()
+    if not sweep.parallel_runs and need > budget and sweep.num_runs > 1:
+        parallel = max(1, int(sweep.num_runs * budget / need))
+        program = build(dataclasses.replace(sweep, parallel_runs=parallel))
+        compiled = program.run_chunk.lower(runner, program.hparams).compile()
+        need = memory.program_bytes(compiled)
+    return program._replace(run_chunk=compiled), need
 
 
 class ChunkReport(NamedTuple):
@@ -120,6 +154,8 @@ class ChunkReport(NamedTuple):
     seconds: float
     compile_seconds: float
     steps_per_second: float | None  # all runs, after the compiling first chunk
+    parallel_runs: int = 0  # runs advanced at once
+    program_bytes: int = 0  # the compiled chunk's memory: state, outputs, temporaries
 
 
 def train(
@@ -140,10 +176,18 @@ def train(
     compile_seconds = 0.0
     if runner is None:
         runner = program.init(program.hparams)
+    program, program_bytes = compile_to_fit(sweep, program, runner)
     collected = [] if metrics is None else [metrics]
     chunks = []
     report = ChunkReport(
-        start_chunk, start_chunk * program.chunk_updates, 0, 0.0, 0.0, None
+        start_chunk,
+        start_chunk * program.chunk_updates,
+        0,
+        0.0,
+        0.0,
+        None,
+        program.parallel_runs,
+        program_bytes,
     )
     steps_per_chunk = program.chunk_updates * static.batch_size * sweep.num_runs
     for index in range(start_chunk, program.num_chunks):
@@ -168,6 +212,8 @@ def train(
             / (seconds - compile_seconds)
             if steady_chunks
             else None,
+            parallel_runs=program.parallel_runs,
+            program_bytes=program_bytes,
         )
         if on_chunk is not None and on_chunk(
             report, runner, _merge(collected, chunks, static.num_updates)

@@ -96,7 +96,7 @@ class Metrics(NamedTuple):
     value_loss: jax.Array
     explained_variance: jax.Array
     grad_norm: jax.Array
-    lr: jax.Array
+    learning_rate: jax.Array  # during this update (the hyperparameter is `lr`)
     kl_beta: jax.Array  # the scalar KL coefficient after this update's adaptation
     rollout_kl: jax.Array  # KL(old || new) over the rollout after the update
     identity_gap: jax.Array  # max |grad_clip - grad_klip| (NaN unless identity_check)
@@ -530,7 +530,7 @@ def make_trainer(static: StaticConfig, paths: CodePaths = ALL_PATHS) -> Trainer:
             episode_length=jnp.where(episodes > 0, completed[1] / episodes, jnp.nan),
             episodes=episodes,
             explained_variance=explained_variance,
-            lr=lr_now,
+            learning_rate=lr_now,
             kl_beta=beta,
             rollout_kl=rollout_kl,
         )

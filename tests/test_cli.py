@@ -56,7 +56,7 @@ def test_train_writes_every_output(tmp_path, capsys):
         "beta_t_p90",
         "approx_kl",
         "explained_variance",
-        "lr",
+        "learning_rate",
     } <= set(frame.columns)
     assert sorted(frame["clip_eps"].unique().round(3)) == [0.1, 0.2]
 

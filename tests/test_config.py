@@ -139,3 +139,10 @@ def test_cli_error_in_a_fresh_process_is_one_clean_line():
     assert done.returncode == 2
     assert "gamma=2" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_no_metric_is_named_like_a_sweepable_key():
+    # metrics.parquet holds the swept values and the metrics as columns side by side
+    from klipjax.trainer import Metrics
+
+    assert not set(Metrics._fields) & set(config.TRACED_DEFAULTS)

@@ -147,7 +147,7 @@ def test_fixed_beta_stays_fixed_and_annealing_reaches_zero():
     cfg = tiny(loss="kl_fixed", beta=0.3)
     _, metrics, _ = sweep.train(cfg)
     np.testing.assert_allclose(metrics["kl_beta"][0], 0.3)
-    lr = metrics["lr"][0]
+    lr = metrics["learning_rate"][0]
     # 8 updates: lr * (1 - u/8) for u = 0..7
     np.testing.assert_allclose(lr, 3e-4 * (1.0 - np.arange(8) / 8), rtol=1e-6)
 
