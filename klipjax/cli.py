@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -39,7 +40,7 @@ PANEL_METRICS = (
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise SystemExit(EXIT_USAGE)
 
 
@@ -250,12 +251,13 @@ def run_sweep(sweep_config, out: Path, *, resume: bool) -> tuple[int, dict]:
 def reproduce_command(args) -> int:
     from klipjax import reproduce
 
-    names = args.groups or list(reproduce.GROUPS)
+    names = reproduce.expand_groups(args.groups)
+    known = list(reproduce.GROUPS) + list(reproduce.ALIASES)
     unknown = [n for n in names if n not in reproduce.GROUPS]
     if unknown:
         _fail(
-            f"unknown group {unknown[0]!r}{config_lib._suggest(unknown[0], reproduce.GROUPS)}; "
-            f"choose from {', '.join(reproduce.GROUPS)}"
+            f"unknown group {unknown[0]!r}{config_lib._suggest(unknown[0], known)}; "
+            f"choose from {', '.join(known)}"
         )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{stamp}"

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
 
+from klipjax import brax_envs
 from klipjax.distributions import Categorical, DiagonalGaussian
 
 
@@ -42,20 +43,37 @@ def register(env_id: str, factory: Callable[[], tuple[Any, Any]]) -> None:
 
 
 def registered_ids() -> list[str]:
-    """Every id ``make`` accepts: gymnax's registry plus ``register``ed ones."""
-    return list(gymnax.registered_envs) + sorted(_REGISTRY)
+    """Every id ``make`` accepts: gymnax's registry, ``register``ed ones and the
+    ``brax/`` ids. The brax ids are listed whether or not brax is installed, so a
+    brax config validates anywhere; building one without brax is an ``EnvError``."""
+    return list(gymnax.registered_envs) + sorted(_REGISTRY) + brax_envs.ids()
 
 
 class EnvError(ValueError):
     """An environment could not be built (e.g. gymnax's MNISTBandit downloads MNIST)."""
 
 
+def _build(env_id: str) -> tuple[Any, Any]:
+    if env_id in _REGISTRY:
+        return _REGISTRY[env_id]()
+    if env_id.startswith(brax_envs.PREFIX):
+        try:
+            brax_envs.brax_registry()
+        except ImportError as err:
+            raise EnvError(
+                f"env={env_id!r}: needs brax ({err}); install the optional extra: "
+                "pip install -e '.[brax]' (or: pip install brax)"
+            ) from err
+        return brax_envs.make(env_id)
+    return gymnax.make(env_id)
+
+
 def make(env_id: str) -> EnvSpec:
     """Builds an environment (gymnax >= 1.0: terminated and truncated apart)."""
     try:
-        env, params = (
-            _REGISTRY[env_id]() if env_id in _REGISTRY else gymnax.make(env_id)
-        )
+        env, params = _build(env_id)
+    except EnvError:
+        raise
     except Exception as err:  # whatever the env's own constructor raises
         raise EnvError(
             f"env={env_id!r}: could not be built ({type(err).__name__}: {err})"

@@ -23,6 +23,10 @@ from klipjax.trainer import Metrics, Runner, make_trainer
 
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
 MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
+# On a CPU, wider vmaps stop paying once the runs' working set leaves the caches:
+# the CartPole preset ran at 81k env-steps/s with 64 runs at a time against 71k with
+# all 256 at once (2-core x86-64, docs/benchmarks.md). Accelerators take every run.
+CPU_PARALLEL_RUNS = 64
 
 
 def stack_hparams(sweep: SweepConfig) -> HParams:
@@ -106,7 +110,8 @@ def build(sweep: SweepConfig) -> SweepProgram:
     def run_chunk(runner, hp):
         return trainer.run_chunk(runner, hp, chunk)
 
-    parallel = min(sweep.parallel_runs or sweep.num_runs, sweep.num_runs)
+    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else sweep.num_runs
+    parallel = min(sweep.parallel_runs or default, sweep.num_runs)
     if parallel < sweep.num_runs:
         # Groups of ``parallel`` runs, one after another inside the program: the
         # transient memory (rollouts, minibatches) is that of one group.
@@ -129,20 +134,25 @@ def build(sweep: SweepConfig) -> SweepProgram:
 
 def compile_to_fit(
     sweep: SweepConfig, program: SweepProgram, runner: Runner
-) -> tuple[SweepProgram, int]:
+) -> tuple[SweepProgram, Runner, int]:
     """Compiles the chunk program; if the user left ``parallel_runs`` to klipjax and
     the program needs more than ``MEMORY_FRACTION`` of the available memory, rebuilds
     it to advance proportionally fewer runs at once. Returns the program (its
-    ``run_chunk`` now the compiled executable) and its memory need in bytes."""
+    ``run_chunk`` now the compiled executable), the runner laid out as the program
+    expects it (sharded over devices like the hyperparameters) and the program's
+    memory need in bytes."""
+    sharding = getattr(program.hparams.seed, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        runner = jax.device_put(runner, sharding)
     compiled = program.run_chunk.lower(runner, program.hparams).compile()
     need = memory.program_bytes(compiled)
     budget = MEMORY_FRACTION * memory.available_bytes()
-    if not sweep.parallel_runs and need > budget and sweep.num_runs > 1:
-        parallel = max(1, int(sweep.num_runs * budget / need))
+    if not sweep.parallel_runs and need > budget and program.parallel_runs > 1:
+        parallel = max(1, int(program.parallel_runs * budget / need))
         program = build(dataclasses.replace(sweep, parallel_runs=parallel))
         compiled = program.run_chunk.lower(runner, program.hparams).compile()
         need = memory.program_bytes(compiled)
-    return program._replace(run_chunk=compiled), need
+    return program._replace(run_chunk=compiled), runner, need
 
 
 class ChunkReport(NamedTuple):
@@ -176,7 +186,7 @@ def train(
     compile_seconds = 0.0
     if runner is None:
         runner = program.init(program.hparams)
-    program, program_bytes = compile_to_fit(sweep, program, runner)
+    program, runner, program_bytes = compile_to_fit(sweep, program, runner)
     collected = [] if metrics is None else [metrics]
     chunks = []
     report = ChunkReport(
@@ -191,12 +201,11 @@ def train(
     )
     steps_per_chunk = program.chunk_updates * static.batch_size * sweep.num_runs
     for index in range(start_chunk, program.num_chunks):
-        chunk_start = time.perf_counter()
         runner, chunk_metrics = program.run_chunk(runner, program.hparams)
         chunk_metrics = jax.device_get(chunk_metrics)
         if index == start_chunk:
-            # The first call compiles; the later ones show the steady speed.
-            compile_seconds = time.perf_counter() - chunk_start
+            # Setup, compiling and the first call; later calls show the steady speed.
+            compile_seconds = time.perf_counter() - start
         chunks.append(chunk_metrics)
         updates = min((index + 1) * program.chunk_updates, static.num_updates)
         seconds = time.perf_counter() - start
