@@ -190,14 +190,14 @@ def train(
     collected = [] if metrics is None else [metrics]
     chunks = []
     report = ChunkReport(
-        start_chunk,
-        start_chunk * program.chunk_updates,
-        0,
-        0.0,
-        0.0,
-        None,
-        program.parallel_runs,
-        program_bytes,
+        chunks_done=start_chunk,
+        updates_done=start_chunk * program.chunk_updates,
+        env_steps_done=0,
+        seconds=0.0,
+        compile_seconds=0.0,
+        steps_per_second=None,
+        parallel_runs=program.parallel_runs,
+        program_bytes=program_bytes,
     )
     steps_per_chunk = program.chunk_updates * static.batch_size * sweep.num_runs
     for index in range(start_chunk, program.num_chunks):

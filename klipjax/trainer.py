@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -194,28 +195,30 @@ GATE_OF_LOSS = {"klip_linear_ramp": "linear_ramp", "klip_sigmoid": "sigmoid"}
 
 
 def _beta_t(loss_id, hp, log_prob, old_log_prob, advantage, names=LOSSES):
-    """``beta_t`` with the run's own gate (step for every non-soft variant)."""
-    data = (log_prob, old_log_prob, advantage)
-    gates = tuple(dict.fromkeys(GATE_OF_LOSS.get(name, "step") for name in names))
-    per_loss = [GATE_OF_LOSS.get(name, "step") for name in LOSSES]
-    if len(gates) == 1:
-        gate_index = jnp.asarray(0)
-    else:
-        gate_index = jnp.asarray(
-            [gates.index(g) if g in gates else 0 for g in per_loss]
-        )[loss_id]
-    branches = {
-        gate: (
-            lambda gate=gate: losses.klip_beta(
-                *data,
-                clip_eps=hp.clip_eps,
-                gate=gate,
-                softness=None if gate == "step" else hp.softness,
-            )
+    """``beta_t`` with the run's own gate (step for every non-soft variant); only the
+    gates of the sweep's ``names`` are compiled."""
+
+    def gate_of(name):
+        return GATE_OF_LOSS.get(name, "step")
+
+    def beta_with(gate):
+        softness = None if gate == "step" else hp.softness
+        return losses.klip_beta(
+            log_prob,
+            old_log_prob,
+            advantage,
+            clip_eps=hp.clip_eps,
+            gate=gate,
+            softness=softness,
         )
-        for gate in gates
-    }
-    return choose(gates, gate_index, gates, branches)
+
+    gates = tuple(dict.fromkeys(gate_of(name) for name in names))
+    if len(gates) == 1:
+        return beta_with(gates[0])
+    gate_index = [gates.index(gate_of(n)) if n in names else 0 for n in LOSSES]
+    return jax.lax.switch(
+        jnp.asarray(gate_index)[loss_id], [partial(beta_with, g) for g in gates]
+    )
 
 
 def make_trainer(static: StaticConfig, paths: CodePaths = ALL_PATHS) -> Trainer:

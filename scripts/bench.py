@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
     os.environ["KLIPJAX_CACHE_DIR"] = ""  # a real compile every time
     import jax
 
-    from klipjax import config, sweep
+    from klipjax import config, memory, sweep
 
     losses = loss.split(",")
     seeds = max(1, runs // len(losses))
@@ -71,7 +70,7 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
     runner = program.init(program.hparams)
     compiled = program.run_chunk.lower(runner, program.hparams).compile()
     compile_seconds = time.perf_counter() - start
-    memory = compiled.memory_analysis()
+    analysis = compiled.memory_analysis()
     program = program._replace(run_chunk=compiled)
     times = []
     for _ in range(repeats):
@@ -81,7 +80,7 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
         times.append(time.perf_counter() - start)
     execute = statistics.median(times)
     device = jax.local_devices()[0]
-    stats = device.memory_stats() or {}
+    peaks = memory.peak_bytes()
     num_runs = sweep_config.num_runs
     return {
         "system": "klipjax",
@@ -92,10 +91,10 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
         "execute_s": execute,
         "execute_all_s": times,
         "env_steps_per_s": num_runs * updates * BATCH / execute,
-        "program_temp_mb": getattr(memory, "temp_size_in_bytes", 0) / 2**20,
-        "program_state_mb": getattr(memory, "argument_size_in_bytes", 0) / 2**20,
-        "peak_device_mb": stats.get("peak_bytes_in_use", 0) / 2**20 or None,
-        "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "program_temp_mb": getattr(analysis, "temp_size_in_bytes", 0) / 2**20,
+        "program_state_mb": getattr(analysis, "argument_size_in_bytes", 0) / 2**20,
+        "peak_device_mb": peaks["device"] / 2**20 if "device" in peaks else None,
+        "peak_host_mb": peaks["host"] / 2**20,
         "device": f"{device.platform}:{device.device_kind}",
         "jax": jax.__version__,
     }
@@ -233,9 +232,7 @@ def main() -> None:
     if args.child:
         print(
             json.dumps(
-                child_klipjax(
-                    args.runs and int(args.runs), args.updates, args.repeats, args.loss
-                )
+                child_klipjax(int(args.runs), args.updates, args.repeats, args.loss)
             )
         )
         return

@@ -41,7 +41,7 @@ def test_a_sweep_that_does_not_fit_is_split_automatically(monkeypatch):
     assert metrics["episode_return"].shape == (6, 4)
 
 
-def test_the_memory_figures_are_reported(tmp_path):
+def test_the_memory_figures_are_reported():
     cfg = config.resolve({**TINY, "seeds": 1})
     _, _, report = sweep.train(cfg)
     peaks = memory.peak_bytes()
