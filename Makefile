@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make train` and `make test`.
-# Both bootstrap .venv and reinstall only when pyproject.toml changes.
+# Both bootstrap .venv and reinstall only when pyproject.toml or this file changes.
+# The brax extra is installed too, so the suite tests the Brax adapter.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,10 +9,10 @@ INSTALL_LOG := $(VENV)/install.log
 
 .PHONY: train test test-slow lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing klipjax and its dependencies into $(VENV) (log: $(INSTALL_LOG))"
-	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev]'; } \
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev,brax]'; } \
 		> $(INSTALL_LOG) 2>&1 || { tail -n 30 $(INSTALL_LOG); exit 1; }
 	@touch $(STAMP)
 

@@ -54,6 +54,11 @@ PAPER_FINAL_RETURNS |= {
         ("humanoid", (660, 70), (342, 31), (553, 22)),
     )
 }
+# Env steps per run behind the paper's final returns.
+PAPER_TOTAL_STEPS = {"CartPole-v1": 100_000} | {
+    f"brax/{task}": 10_000_000 if task == "humanoid" else 1_000_000
+    for task in ("halfcheetah", "hopper", "walker2d", "ant", "humanoid")
+}
 PAPER_PEAK_KILL = {
     "CartPole-v1": 0.05,
     "brax/ant": 0.25,
@@ -160,9 +165,25 @@ def _mean_std(setting: dict) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
+def _steps(count: float) -> str:
+    return f"{count / 1e6:.1f}M" if count >= 950_000 else f"{count / 1e3:.0f}k"
+
+
+def _budget_cell(result: GroupResult) -> str:
+    """Env steps per run; the paper's budget beside it where ours is shorter (its
+    final returns come later in training)."""
+    ours = result.summary["total_steps"]
+    paper = PAPER_TOTAL_STEPS.get(paper_task(result.task))
+    if paper and ours < 0.9 * paper:
+        return f"{_steps(ours)} (paper {_steps(paper)})"
+    return _steps(ours)
+
+
 def _final_return_table(tasks: list[GroupResult]) -> list[str]:
-    header = "| task | " + " | ".join(VARIANT_TITLES[v] for v in VARIANTS) + " |"
-    lines = [header, "|---" * (len(VARIANTS) + 1) + "|"]
+    header = (
+        "| task | env steps | " + " | ".join(VARIANT_TITLES[v] for v in VARIANTS) + " |"
+    )
+    lines = [header, "|---" * (len(VARIANTS) + 2) + "|"]
     for result in tasks:
         by_loss = {s["loss"]: s for s in result.summary["settings"]}
         paper = PAPER_FINAL_RETURNS.get(paper_task(result.task), {})
@@ -172,7 +193,30 @@ def _final_return_table(tasks: list[GroupResult]) -> list[str]:
             if variant in paper:
                 cell += f" (paper {paper[variant][0]} ± {paper[variant][1]})"
             cells.append(cell)
-        lines.append(f"| {result.task} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {result.task} | {_budget_cell(result)} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min"
+
+
+def _cost_lines(done: list[GroupResult]) -> list[str]:
+    """What each group ran and what it cost (as recorded in its summary.json)."""
+    lines = [
+        "| group | runs x env steps | wall (incl. compile) | env-steps/s after the first chunk |",
+        "|---|---|---|---|",
+    ]
+    for result in done:
+        summary = result.summary
+        lines.append(
+            f"| {result.group.name} | {summary['num_runs']} x "
+            f"{_steps(summary['total_steps'])} | {_duration(summary['wall_seconds'])} | "
+            f"{summary['env_steps_per_second'] or 0:,.0f} |"
+        )
     return lines
 
 
@@ -364,6 +408,17 @@ def write_report(out: Path, quick: bool) -> Path:
             "![kl_beta](kl_beta.png)",
             "",
         ]
+    lines += [
+        "## What ran, and what it cost",
+        "",
+        (
+            "Wall time of each group's sweep as recorded when it ran (on the machine "
+            "that ran it, which need not be this report's)."
+        ),
+        "",
+        *_cost_lines(done),
+        "",
+    ]
     if knobs:
         plots.plot_knob_panels([_knob_panel(r) for r in knobs], out / "knobs.png")
         lines += [

@@ -45,10 +45,11 @@ def stack_hparams(sweep: SweepConfig) -> HParams:
 def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0) -> int:
     """Updates per jitted call.
 
-    The requested size if given; else a divisor of ``num_updates`` near
-    ``num_updates / 20`` (no wasted tail), else that size (the tail is masked). With
-    ``align`` (the checkpoint interval) the chunk also divides ``align``, so
-    checkpoints fall on chunk boundaries.
+    The requested size if given; else, near ``num_updates / DEFAULT_CHUNKS`` (within a
+    factor of 2), a divisor of ``num_updates``, or failing one the size whose last
+    chunk wastes the fewest updates (a chunk's length is static, so its tail past
+    ``num_updates`` is computed and masked). With ``align`` (the checkpoint interval)
+    the chunk also divides ``align``, so checkpoints fall on chunk boundaries.
     """
     if requested is not None:
         return max(1, min(requested, num_updates))
@@ -57,15 +58,13 @@ def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0)
         return max(
             size for size in range(1, min(target, align) + 1) if align % size == 0
         )
-    for distance in range(target):
-        for size in (target + distance, target - distance):
-            if (
-                1 <= size <= num_updates
-                and num_updates % size == 0
-                and size >= target / 2
-            ):
-                return size
-    return target
+    sizes = range(max(1, -(-target // 2)), min(2 * target, num_updates) + 1)
+
+    def masked(size: int) -> int:
+        return -num_updates % size
+
+    # fewest masked updates first, then the size nearest the target
+    return min(sizes, key=lambda size: (masked(size), abs(size - target)))
 
 
 class SweepProgram(NamedTuple):

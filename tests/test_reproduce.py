@@ -33,6 +33,9 @@ def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
     report = (out / "REPORT.md").read_text()
     assert "QUICK mode" in report
     assert "| CartPole-v1 |" in report and "(paper 478 ± 18)" in report
+    assert (
+        "| 1k (paper 100k) |" in report
+    )  # a shorter budget than the paper's is flagged
     assert "| CartPole-v1 | 2 | yes | 0 | 0 |" in report  # identity: live gap 0
     assert "### cartpole_beta" in report and "| kl_fixed | 10 |" in report
     figures = [
