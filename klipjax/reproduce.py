@@ -166,7 +166,25 @@ def _mean_std(setting: dict) -> str:
 
 
 def _steps(count: float) -> str:
-    return f"{count / 1e6:.1f}M" if count >= 950_000 else f"{count / 1e3:.0f}k"
+    if count < 950_000:
+        return f"{count / 1e3:.0f}k"
+    return f"{count / 1e6:.1f}".removesuffix(".0") + "M"
+
+
+def _shortened(done: list[GroupResult]) -> list[str]:
+    """Groups that ran fewer env steps than their preset (``train --set`` into the
+    reproduction directory)."""
+    notes = []
+    for result in done:
+        preset = group_config(result.group.name, quick=False).static
+        planned = preset.num_updates * preset.batch_size
+        ran = result.summary["total_steps"]
+        if ran != planned:
+            notes.append(
+                f"{result.group.name} ran {_steps(ran)} env steps per run, not its "
+                f"preset's {_steps(planned)}"
+            )
+    return notes
 
 
 def _budget_cell(result: GroupResult) -> str:
@@ -321,7 +339,7 @@ def write_report(out: Path, quick: bool) -> Path:
         (
             f"Report written {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
             f"({jax.devices()[0].platform}, jax {jax.__version__}); "
-            f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets'}. "
+            f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets' + ''.join('; ' + n for n in _shortened(done))}. "
             f"Groups: {', '.join(r.group.name for r in done) or 'none'}."
         ),
         "",

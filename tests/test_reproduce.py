@@ -62,3 +62,14 @@ def test_unknown_group_is_a_clean_error(capsys):
         main(["reproduce", "cartpol"])
     assert exit_info.value.code == 2
     assert "did you mean cartpole" in capsys.readouterr().err
+
+
+def test_a_group_run_shorter_than_its_preset_is_named():
+    def ran(total_steps):
+        summary = {"total_steps": total_steps}
+        return reproduce.GroupResult(reproduce.GROUPS["brax_humanoid"], summary, None)
+
+    assert reproduce._shortened([ran(488 * 2048)]) == [
+        "brax_humanoid ran 1M env steps per run, not its preset's 10M"
+    ]
+    assert reproduce._shortened([ran(4882 * 2048)]) == []  # the preset's 10M
