@@ -333,13 +333,17 @@ def write_report(out: Path, quick: bool) -> Path:
     done = [load_group(out / n, GROUPS[n]) for n in GROUPS if is_complete(out / n)]
     tasks = [r for r in done if r.group.kind == "task"]
     knobs = [r for r in done if r.group.kind in ("knob", "soft")]
+    if quick:
+        mode = "QUICK mode: 2 seeds, a few updates per run; not comparable to the paper"
+    else:
+        mode = "; ".join(["full presets", *_shortened(done)])
     lines = [
         "# klipjax reproduction of Colletti & Holzinger (2026)",
         "",
         (
             f"Report written {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} "
             f"({jax.devices()[0].platform}, jax {jax.__version__}); "
-            f"{'QUICK mode: 2 seeds, a few updates per run; not comparable to the paper' if quick else 'full presets' + ''.join('; ' + n for n in _shortened(done))}. "
+            f"{mode}. "
             f"Groups: {', '.join(r.group.name for r in done) or 'none'}."
         ),
         "",
