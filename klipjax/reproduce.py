@@ -56,8 +56,9 @@ PAPER_FINAL_RETURNS |= {
 }
 # Env steps per run behind the paper's final returns.
 PAPER_TOTAL_STEPS = {"CartPole-v1": 100_000} | {
-    f"brax/{task}": 10_000_000 if task == "humanoid" else 1_000_000
-    for task in ("halfcheetah", "hopper", "walker2d", "ant", "humanoid")
+    task: 10_000_000 if task == "brax/humanoid" else 1_000_000
+    for task in PAPER_FINAL_RETURNS
+    if task.startswith("brax/")
 }
 PAPER_PEAK_KILL = {
     "CartPole-v1": 0.05,
