@@ -54,7 +54,8 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
     os.environ["KLIPJAX_CACHE_DIR"] = ""  # a real compile every time
     import jax
 
-    from klipjax import config, memory, sweep
+    from klipjax.config import files
+    from klipjax.engine import memory, sweep
 
     losses = loss.split(",")
     seeds = max(1, runs // len(losses))
@@ -64,8 +65,8 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
         f"total_steps={updates * BATCH}",
         f"chunk_updates={updates}",  # one call: times the program, not the host loop
     ]
-    sweep_config = config.load(None, overrides)
-    program = sweep.build(sweep_config)
+    experiment = files.load(None, overrides)
+    program = sweep.build(experiment.config, experiment.hparams, **experiment.options)
     start = time.perf_counter()
     runner = program.init(program.hparams)
     compiled = program.run_chunk.lower(runner, program.hparams).compile()
@@ -81,7 +82,7 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
     execute = statistics.median(times)
     device = jax.local_devices()[0]
     peaks = memory.peak_bytes()
-    num_runs = sweep_config.num_runs
+    num_runs = len(experiment.hparams.seed)
     return {
         "system": "klipjax",
         "loss": loss,

@@ -10,18 +10,18 @@ import sys
 import jax
 import numpy as np
 
-from klipjax import config, sweep
+import klipjax as kj
+from klipjax.config import files, run_table
 
 
 def main(indices):
-    grid = config.load(None)
-    grid_runner, grid_metrics, _ = sweep.train(grid)
-    grid_params = jax.device_get(grid_runner.params)
+    grid = files.load(None)
+    grid_results = kj.train(grid.config, grid.hparams)
+    grid_params, grid_metrics = grid_results.params, grid_results.metrics
     for index in indices:
-        run = grid.runs[index]
-        alone = config.load(None, [f"loss={run['loss']}", f"seeds=[{run['seed']}]"])
-        runner, metrics, _ = sweep.train(alone)
-        params = jax.device_get(runner.params)
+        run = run_table.run_values(grid.hparams, index)
+        alone = kj.train(grid.config, kj.hparams(**run))
+        params, metrics = alone.params, alone.metrics
         diff = max(
             float(np.max(np.abs(a[index] - b[0])))
             for a, b in zip(jax.tree.leaves(grid_params), jax.tree.leaves(params))

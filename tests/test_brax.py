@@ -8,8 +8,11 @@ import pytest
 
 pytest.importorskip("brax")
 
-from klipjax import brax_envs, checkpoint, config, envs, sweep
-from klipjax.distributions import DiagonalGaussian
+from klipjax import envs
+from klipjax.core.distributions import DiagonalGaussian
+from klipjax.engine import checkpoint, sweep
+from klipjax.envs import brax_adapter as brax_envs
+from tests.sweeps import build, experiment, run
 
 NUM_ENVS = 4
 
@@ -130,7 +133,7 @@ def test_a_short_brax_run_trains(tmp_path):
             brax_envs.BraxParams(max_steps_in_episode=limit),
         ),
     )
-    cfg = config.resolve(
+    cfg = experiment(
         {
             "env": "brax-hopper-short",
             "total_steps": 3 * 2 * 32,
@@ -143,8 +146,8 @@ def test_a_short_brax_run_trains(tmp_path):
             "loss": ["ppo_clip", "klip", "kl_adaptive"],
         }
     )
-    program = sweep.build(cfg)
-    runner, metrics, _ = sweep.train(cfg, program=program)
+    program = build(cfg)
+    runner, metrics, _ = run(cfg, program=program)
     assert np.all(np.asarray(runner.diverged_at) == -1)
     for key in ("policy_loss", "value_loss", "entropy", "kill_fraction"):
         assert np.isfinite(metrics[key]).all(), key
@@ -154,7 +157,7 @@ def test_a_short_brax_run_trains(tmp_path):
     assert (metrics["episode_length"] <= limit).all()
     assert np.isfinite(metrics["episode_return"]).all()
     # the identity holds on Brax too: ppo_clip and klip end bit-identical
-    hashes = sweep.params_sha256(runner)
+    hashes = sweep.params_sha256(runner.params)
     assert hashes[0] == hashes[1] != hashes[2]
     # the env states checkpoint and restore exactly (resume stays bit-identical)
     saver = checkpoint.SweepCheckpointer(tmp_path)

@@ -1,72 +1,100 @@
-"""Config loading, grids and validation: every bad value gets a one-line message."""
+"""Config files, ``--set`` and the run-table builders: every bad value gets a
+one-line ``ConfigError``, in Python and on the command line."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from klipjax import config
+import klipjax as kj
 from klipjax.cli import main
+from klipjax.config import files, run_table
+from klipjax.core.variants import LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def runs_of(table, *keys):
+    return list(zip(*(run_table.column(table, key) for key in keys)))
+
+
 def test_default_is_the_papers_cartpole_grid():
-    cfg = config.load(None)
-    assert cfg.static.env == "CartPole-v1" and cfg.static.num_updates == 195
-    assert [r["loss"] for r in cfg.runs[::5]] == [
+    exp = files.load(None)
+    assert exp.config == kj.Config() and exp.config.num_updates == 195
+    assert run_table.column(exp.hparams, "loss")[::5] == [
         "ppo_clip",
         "klip",
         "kl_fixed",
         "kl_adaptive",
     ]
-    assert [r["seed"] for r in cfg.runs[:5]] == [0, 1, 2, 3, 4]
-    assert cfg.num_runs == 20 and cfg.swept == ()
+    assert run_table.column(exp.hparams, "seed")[:5] == [0, 1, 2, 3, 4]
+    assert len(exp.hparams.seed) == 20 and run_table.varying(exp.hparams) == ()
 
 
 def test_lists_become_grid_axes_in_the_order_given():
-    cfg = config.load(None, ["clip_eps=[0.1,0.3]", "loss=[ppo_clip,klip]", "seeds=2"])
-    assert cfg.num_runs == 8
-    order = [(r["clip_eps"], r["loss"], r["seed"]) for r in cfg.runs]
+    exp = files.load(None, ["clip_eps=[0.1,0.3]", "loss=[ppo_clip,klip]", "seeds=2"])
+    assert len(exp.hparams.seed) == 8
     # the default config names loss first; the new key clip_eps nests inside it
-    assert order[:4] == [
+    assert runs_of(exp.hparams, "clip_eps", "loss", "seed")[:4] == [
         (0.1, "ppo_clip", 0),
         (0.1, "ppo_clip", 1),
         (0.3, "ppo_clip", 0),
         (0.3, "ppo_clip", 1),
     ]
-    assert cfg.swept == ("clip_eps",)
-    assert config.hparams_of(cfg.runs[0]).loss_id == config.LOSSES.index("ppo_clip")
+    assert run_table.varying(exp.hparams) == ("clip_eps",)
+    assert exp.hparams.loss_id[0] == LOSSES.index("ppo_clip")
 
 
 def test_exponent_without_a_dot_is_a_number():
     # YAML 1.1 reads 1e-3 as a string; users write it anyway
-    cfg = config.load(None, ["lr=1e-3", "total_steps=2e5"])
-    assert cfg.runs[0]["lr"] == 1e-3 and cfg.static.total_steps == 200_000
+    exp = files.load(None, ["lr=1e-3", "total_steps=2e5"])
+    assert run_table.column(exp.hparams, "lr")[0] == 1e-3
+    assert exp.config.total_steps == 200_000
 
 
-def test_yaml_file_and_overrides(tmp_path):
+def test_yaml_file_and_overrides_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "env: Acrobot-v1\nloss: klip_sigmoid\nsoftness: [0.01, 0.1]\nseeds: [3, 7]\n"
     )
-    cfg = config.load(path, ["gamma=0.9"])
-    assert cfg.static.env == "Acrobot-v1"
-    assert {r["seed"] for r in cfg.runs} == {3, 7}
-    assert all(r["gamma"] == 0.9 for r in cfg.runs)
-    resolved = config.resolved_dict(cfg)
+    exp = files.load(path, ["gamma=0.9"])
+    assert exp.config.env == "Acrobot-v1"
+    assert set(run_table.column(exp.hparams, "seed")) == {3, 7}
+    assert set(run_table.column(exp.hparams, "gamma")) == {0.9}
+    resolved = files.to_dict(exp.config, exp.hparams)
     assert resolved["softness"] == [0.01, 0.1] and resolved["seeds"] == [3, 7]
-    # the resolved dict loads back to the same runs
-    assert config.resolve(resolved).runs == cfg.runs
+    again = files.from_dict(resolved)  # the written form loads back to the same runs
+    assert again.config == exp.config
+    assert all(np.array_equal(a, b) for a, b in zip(again.hparams, exp.hparams))
 
 
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name
-)
+def test_a_table_that_is_no_grid_is_written_run_by_run():
+    table = kj.sample(
+        3,
+        seed=1,
+        seeds=[0, 5],
+        lr=kj.loguniform(1e-4, 1e-2),
+        loss=kj.choice(["klip", "ppo_clip", "kl_fixed"]),
+    )
+    written = files.to_dict(kj.Config(), kj.concat(table, kj.hparams(seed=9)))
+    assert len(written["runs"]) == 7 and "lr" not in written
+    again = files.from_dict(written).hparams
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(again, kj.concat(table, kj.hparams(seed=9)))
+    )
+
+
+PRESETS = sorted((ROOT / "klipjax" / "presets").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS + EXAMPLES, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    cfg = config.load(path)
-    assert cfg.num_runs >= 1
+    exp = files.load(path)
+    assert len(exp.hparams.seed) >= 1
 
 
 BAD = [
@@ -83,6 +111,7 @@ BAD = [
     (["gamma=1.5"], "gamma"),
     (["gae_lambda=-0.1"], "gae_lambda"),
     (["seeds=0"], "seeds=0"),
+    (["seeds=[1,1]"], "distinct"),
     (["num_envs=0"], "num_envs=0"),
     (["minibatch_size=100"], "minibatch_size=100: must divide"),
     (["total_steps=100"], "total_steps=100: smaller than one rollout"),
@@ -96,34 +125,70 @@ BAD = [
 
 @pytest.mark.parametrize("overrides, message", BAD, ids=[b[1][:30] for b in BAD])
 def test_bad_values_raise_a_config_error_naming_the_key(overrides, message):
-    with pytest.raises(config.ConfigError, match=message):
-        config.load(None, overrides)
+    with pytest.raises(kj.ConfigError, match=message):
+        files.load(None, overrides)
+
+
+PYTHON_BAD = [
+    (
+        lambda: kj.grid(clip_epsilon=[0.1]),
+        "unknown hyperparameter 'clip_epsilon'.*clip_eps",
+    ),
+    (lambda: kj.grid(loss=["ppo_clip", "kl"]), "unknown loss"),
+    (lambda: kj.grid(lr=[]), "at least one value"),
+    (lambda: kj.grid(seeds=0), "seeds=0"),
+    (lambda: kj.hparams(loss="ppo"), "loss='ppo'"),
+    (lambda: kj.hparams(gamma=2.0), "gamma=2.0"),
+    (lambda: kj.hparams(seed=-1), "seed=-1"),
+    (lambda: kj.hparams(loss="soft_min", softness=0), "softness=0.0"),
+    (lambda: kj.sample(0, lr=kj.uniform(1e-4, 1e-3)), "n=0"),
+    (lambda: kj.sample(4, clip_eps=kj.uniform(0.1, 2.0)), "clip_eps=2.0"),
+    (lambda: kj.sample(4, lr=kj.loguniform(0.0, 1e-3)), "low > 0|lr=0.0"),
+    (lambda: kj.sample(4, loss=kj.uniform(0, 1)), "choice"),
+    (lambda: kj.uniform(1.0, 0.5), "low < high"),
+    (lambda: kj.choice([]), "non-empty"),
+    (lambda: kj.Config(num_envs=0), "num_envs=0"),
+    (lambda: kj.Config(env="CartPol-v1"), "did you mean CartPole-v1"),
+    (lambda: kj.Config(minibatch_size=100), "must divide"),
+    (lambda: kj.train(kj.Config(), {"lr": 1}), "expected klipjax.HParams"),
+    (lambda: kj.train(kj.Config(), kj.HParams(loss_id=99)), "loss_id=99"),
+    (
+        lambda: kj.train(kj.Config(), kj.hparams(), checkpoint_every=5),
+        "need an out_dir",
+    ),
+    (lambda: kj.train("CartPole-v1", kj.hparams()), "expected klipjax.Config"),
+    (lambda: kj.load("/nonexistent"), "not a results directory"),
+]
+
+
+@pytest.mark.parametrize(
+    "call, message", PYTHON_BAD, ids=[b[1][:30] for b in PYTHON_BAD]
+)
+def test_python_entry_points_raise_config_errors(call, message):
+    with pytest.raises(kj.ConfigError, match=message):
+        call()
 
 
 def test_missing_and_malformed_files(tmp_path):
-    with pytest.raises(config.ConfigError, match="does not exist"):
-        config.load(tmp_path / "nope.yaml")
+    with pytest.raises(kj.ConfigError, match="does not exist"):
+        files.load(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("loss: [ppo_clip\nlr: 3e-4\n")
-    with pytest.raises(config.ConfigError, match="not valid YAML"):
-        config.load(bad)
+    with pytest.raises(kj.ConfigError, match="not valid YAML"):
+        files.load(bad)
     listy = tmp_path / "list.yaml"
     listy.write_text("- a\n- b\n")
-    with pytest.raises(config.ConfigError, match="mapping"):
-        config.load(listy)
+    with pytest.raises(kj.ConfigError, match="mapping"):
+        files.load(listy)
 
 
 def test_cli_reports_bad_input_with_exit_2_and_no_traceback(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--set", "loss=ppo", "--out", str(tmp_path / "o")])
-    assert exit_info.value.code == 2
+    assert main(["train", "--set", "loss=ppo", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "loss='ppo'" in err and "Traceback" not in err
     as_file = tmp_path / "file"
     as_file.write_text("x")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--set", "total_steps=2048", "--out", str(as_file)])
-    assert exit_info.value.code == 2
+    assert main(["train", "--set", "total_steps=2048", "--out", str(as_file)]) == 2
     assert "not a directory" in capsys.readouterr().err
 
 
@@ -143,6 +208,6 @@ def test_cli_error_in_a_fresh_process_is_one_clean_line():
 
 def test_no_metric_is_named_like_a_sweepable_key():
     # metrics.parquet holds the swept values and the metrics as columns side by side
-    from klipjax.trainer import Metrics
+    from klipjax.config.settings import TRACED_KEYS
 
-    assert not set(Metrics._fields) & set(config.TRACED_DEFAULTS)
+    assert not set(kj.Metrics._fields) & set(TRACED_KEYS)

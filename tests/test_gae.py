@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from klipjax.gae import gae
+from klipjax.core.gae import gae
 
 
 def test_gae_hand_computation():

@@ -3,7 +3,8 @@ the user (``parallel_runs``) or automatically from XLA's memory analysis."""
 
 import numpy as np
 
-from klipjax import config, memory, sweep
+from klipjax.engine import memory
+from tests.sweeps import experiment, run
 
 TINY = {
     "env": "CartPole-v1",
@@ -18,7 +19,7 @@ TINY = {
 
 
 def train(**overrides):
-    return sweep.train(config.resolve({**TINY, **overrides}))
+    return run(experiment({**TINY, **overrides}))
 
 
 def test_runs_in_groups_learn_what_the_whole_sweep_learns():
@@ -42,7 +43,7 @@ def test_a_sweep_that_does_not_fit_is_split_automatically(monkeypatch):
 
 
 def test_the_memory_figures_are_reported():
-    cfg = config.resolve({**TINY, "seeds": 1})
-    _, _, report = sweep.train(cfg)
+    cfg = experiment({**TINY, "seeds": 1})
+    _, _, report = run(cfg)
     peaks = memory.peak_bytes()
     assert peaks["host"] > report.program_bytes > 0

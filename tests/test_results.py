@@ -7,23 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from klipjax import plots, results
+from klipjax import concat, hparams
+from klipjax.outputs import files, plots, tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_runs():
+def make_runs(settings=((0, 0.1), (1, 0.1), (0, 0.2)), loss="klip"):
     """Three runs: two seeds of klip at clip_eps 0.1, one seed at clip_eps 0.2."""
-    settings = [(0, 0.1), (1, 0.1), (0, 0.2)]
-    return [
-        {
-            "run": index,
-            "loss": "klip",
-            "seed": seed,
-            "hparams": {"lr": 3e-4, "clip_eps": clip_eps, "gamma": 0.99},
-        }
-        for index, (seed, clip_eps) in enumerate(settings)
-    ]
+    return [hparams(loss=loss, seed=seed, clip_eps=eps) for seed, eps in settings]
+
+
+def make_table(runs=None):
+    return concat(*(runs or make_runs()))
 
 
 def make_metrics():
@@ -56,23 +52,23 @@ def test_final_return_hand_example():
     episode_return[35:] = [1000.0, 10.0, np.nan, 50.0, 30.0]
     episodes[35:] = [3, 2, 0, 0, 1]
     assert env_steps[35] == 900
-    assert results.final_return(env_steps, episode_return, episodes, 1000) == 20.0
+    assert tables.final_return(env_steps, episode_return, episodes, 1000) == 20.0
 
 
 def test_final_return_nan_without_tail_episodes():
     env_steps = np.array([500, 1000])
-    assert math.isnan(results.final_return(env_steps, [1.0, np.nan], [1, 0], 1000))
+    assert math.isnan(tables.final_return(env_steps, [1.0, np.nan], [1, 0], 1000))
 
 
 def test_final_returns_per_run():
     # tail is env_steps > 0.9 * 400 = 360: only the last update (400) of each run
-    finals = results.final_returns(make_metrics(), total_steps=400)
+    finals = tables.final_returns(make_metrics(), total_steps=400)
     np.testing.assert_array_equal(finals, [3.0, 7.0, 11.0])
     assert finals.dtype == np.float64
 
 
 def test_metrics_frame_layout_and_values():
-    frame = results.metrics_frame(make_runs(), ["clip_eps"], make_metrics())
+    frame = tables.metrics_frame(make_table(), make_metrics(), ["clip_eps"])
     assert frame.shape == (12, 10)
     assert list(frame.columns) == [
         "run", "update", "loss", "seed", "clip_eps",
@@ -91,25 +87,23 @@ def test_metrics_frame_layout_and_values():
 
 def test_metrics_frame_rejects_misaligned_runs():
     with pytest.raises(ValueError, match="runs"):
-        results.metrics_frame(make_runs()[:2], [], make_metrics())
+        tables.metrics_frame(make_table(make_runs()[:2]), make_metrics())
 
 
 def test_setting_label():
-    run = make_runs()[2]
-    assert results.setting_label(run, []) == "klip"
+    run = {"loss": "klip", "clip_eps": 0.2, "lr": 3e-4, "anneal_lr": True}
+    assert tables.setting_label(run, []) == "klip"
     assert (
-        results.setting_label(run, ["clip_eps", "lr"]) == "klip clip_eps=0.2 lr=0.0003"
+        tables.setting_label(run, ["clip_eps", "lr"]) == "klip clip_eps=0.2 lr=0.0003"
     )
+    assert tables.setting_label(run, ["anneal_lr"]) == "klip anneal_lr=True"
 
 
 def test_group_final_returns_mean_and_population_std():
-    runs = make_runs() + [
-        {"run": 3, "loss": "klip", "seed": 1, "hparams": {"clip_eps": 0.2}},
-        {"run": 4, "loss": "klip", "seed": 2, "hparams": {"clip_eps": 0.2}},
-        {"run": 5, "loss": "ppo_clip", "seed": 0, "hparams": {"clip_eps": 0.2}},
-    ]
+    runs = make_runs() + make_runs(((1, 0.2), (2, 0.2)))
+    runs += make_runs(((0, 0.2),), loss="ppo_clip")
     finals = [1.0, 3.0, 2.0, np.nan, 6.0, np.nan]
-    groups = results.group_final_returns(runs, ["clip_eps"], finals)
+    groups = tables.group_final_returns(make_table(runs), ["clip_eps"], finals)
     assert [group["setting"] for group in groups] == [
         "klip clip_eps=0.1",
         "klip clip_eps=0.2",
@@ -134,7 +128,7 @@ def test_write_json_is_strict(tmp_path):
         "array": np.array([1.0, np.inf, -np.inf]),
         "nested": ({"flag": np.bool_(True)},),
     }
-    results.write_json(path, payload)
+    files.write_json(path, payload)
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {
@@ -148,18 +142,18 @@ def test_write_json_is_strict(tmp_path):
 
 def test_failed_json_write_keeps_old_file(tmp_path):
     path = tmp_path / "summary.json"
-    results.write_json(path, {"mean": 1.0})
+    files.write_json(path, {"mean": 1.0})
     before = path.read_bytes()
     with pytest.raises(TypeError):
-        results.write_json(path, {"mean": 2.0, "bad": object()})
+        files.write_json(path, {"mean": 2.0, "bad": object()})
     assert path.read_bytes() == before
     assert [entry.name for entry in tmp_path.iterdir()] == ["summary.json"]
 
 
 def test_atomic_path_failure_midway_keeps_old_file(tmp_path):
     path = tmp_path / "metrics.parquet"
-    results.write_atomic(path, b"old content")
-    with pytest.raises(RuntimeError), results.atomic_path(path) as temp:
+    files.write_atomic(path, b"old content")
+    with pytest.raises(RuntimeError), files.atomic_path(path) as temp:
         temp.write_bytes(b"half a fi")
         raise RuntimeError("writer crashed")
     assert path.read_bytes() == b"old content"
@@ -167,17 +161,15 @@ def test_atomic_path_failure_midway_keeps_old_file(tmp_path):
 
 
 def test_yaml_and_parquet_round_trip(tmp_path):
-    results.write_yaml(
-        tmp_path / "config.yaml", {"loss": "klip", "lr": np.float64(1e-3)}
-    )
+    files.write_yaml(tmp_path / "config.yaml", {"loss": "klip", "lr": np.float64(1e-3)})
     assert (tmp_path / "config.yaml").read_text() == "loss: klip\nlr: 0.001\n"
-    frame = results.metrics_frame(make_runs(), ["clip_eps"], make_metrics())
-    results.write_parquet(tmp_path / results.METRICS_FILE, frame)
-    pd.testing.assert_frame_equal(results.read_metrics(tmp_path), frame)
+    frame = tables.metrics_frame(make_table(), make_metrics(), ["clip_eps"])
+    files.write_parquet(tmp_path / "metrics.parquet", frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "metrics.parquet"), frame)
 
 
 def test_bands_fill_missing_returns():
-    frame = results.metrics_frame(make_runs(), ["clip_eps"], make_metrics())
+    frame = tables.metrics_frame(make_table(), make_metrics(), ["clip_eps"])
     frame.loc[frame["run"] == 2, "episode_return"] = [np.nan, np.nan, 5.0, np.nan]
     bands = plots.setting_bands(
         frame, x="env_steps", y="episode_return", swept=["clip_eps"]
@@ -193,7 +185,7 @@ def test_bands_fill_missing_returns():
 
 
 def test_plots_write_png(tmp_path):
-    frame = results.metrics_frame(make_runs(), ["clip_eps"], make_metrics())
+    frame = tables.metrics_frame(make_table(), make_metrics(), ["clip_eps"])
     curves = plots.plot_curves(frame, tmp_path / "curves.png", swept=["clip_eps"])
     panels = plots.plot_metric_panels(
         frame, tmp_path / "panels.png", ["kill_fraction", "episode_length"]

@@ -13,22 +13,23 @@ SCRIPT = textwrap.dedent(
     """
     import sys, tempfile
     import jax
-    from klipjax import checkpoint, config, sweep
+    from klipjax.engine import checkpoint, sweep
+    from tests.sweeps import build, experiment, run
 
     assert jax.device_count() == 4
-    cfg = config.resolve({"total_steps": 2048, "epochs": 2, "seeds": 4,
+    cfg = experiment({"total_steps": 2048, "epochs": 2, "seeds": 4,
                           "loss": ["ppo_clip", "klip"], "chunk_updates": 2})
-    runner, metrics, _ = sweep.train(cfg)
+    runner, metrics, _ = run(cfg)
     kernel = runner.params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]
     assert len(kernel.sharding.device_set) == 4, kernel.sharding
-    hashes = sweep.params_sha256(runner)
+    hashes = sweep.params_sha256(runner.params)
     assert hashes[:4] == hashes[4:], "ppo_clip and klip differ"
 
     # Stop after one chunk, checkpoint, restore onto the sharded layout, finish.
-    program = sweep.build(cfg)
+    program = build(cfg)
     with tempfile.TemporaryDirectory() as run_dir:
         saver = checkpoint.SweepCheckpointer(run_dir)
-        first, partial, _ = sweep.train(cfg, lambda *a: True, program=program)
+        first, partial, _ = run(cfg, lambda *a: True, program=program)
         saver.save(1, first, partial)
         saver.close()
         loader = checkpoint.SweepCheckpointer(run_dir)
@@ -36,9 +37,9 @@ SCRIPT = textwrap.dedent(
         restored, history = loader.restore(1, abstract, program.chunk_updates)
         restored_kernel = restored.params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]
         assert len(restored_kernel.sharding.device_set) == 4
-        resumed, _, _ = sweep.train(cfg, program=program, runner=restored,
+        resumed, _, _ = run(cfg, program=program, runner=restored,
                                     metrics=history, start_chunk=1)
-    assert sweep.params_sha256(resumed) == hashes, "resume changed the result"
+    assert sweep.params_sha256(resumed.params) == hashes, "resume changed the result"
     print("OK")
     """
 )

@@ -1,7 +1,7 @@
 """How a sweep is cut into jitted chunks: about DEFAULT_CHUNKS host calls, and as
 little computed-then-masked work past the last update as that allows."""
 
-from klipjax.sweep import DEFAULT_CHUNKS, choose_chunk
+from klipjax.engine.sweep import DEFAULT_CHUNKS, choose_chunk
 
 
 def _masked(num_updates: int, size: int) -> int:

@@ -6,10 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from klipjax import config, envs, sweep
-from klipjax.networks import Critic
-from klipjax.trainer import make_trainer
+from klipjax import envs
+from klipjax.core.networks import Critic
+from klipjax.engine import sweep
+from klipjax.engine.trainer import make_trainer
 from tests.probe_envs import constant_reward
+from tests.sweeps import experiment, run
 
 TINY = {
     "env": "CartPole-v1",
@@ -22,7 +24,7 @@ TINY = {
 
 
 def tiny(**overrides):
-    return config.resolve({**TINY, **overrides})
+    return experiment({**TINY, **overrides})
 
 
 def count_traces(monkeypatch):
@@ -51,8 +53,8 @@ def test_a_whole_grid_traces_the_train_function_once(monkeypatch, grid, runs):
     chex.clear_trace_counter()
     traces = count_traces(monkeypatch)
     cfg = tiny(chunk_updates=4, **grid)  # 8 updates -> 2 calls of the same program
-    assert cfg.num_runs == runs
-    _, metrics, report = sweep.train(cfg)
+    assert len(cfg.hparams.seed) == runs
+    _, metrics, report = run(cfg)
     assert report.chunks_done == 2
     assert len(traces) == 1
     assert metrics["episode_return"].shape == (runs, 8)
@@ -61,7 +63,7 @@ def test_a_whole_grid_traces_the_train_function_once(monkeypatch, grid, runs):
 def learned_probe_value(env_id, factory):
     """Trains on a constant-observation probe env; returns (critic value, metrics)."""
     envs.register(env_id, factory)
-    cfg = config.resolve(
+    cfg = experiment(
         {
             "env": env_id,
             "total_steps": 8192,
@@ -75,9 +77,9 @@ def learned_probe_value(env_id, factory):
             "value_clip_eps": 100.0,
         }
     )
-    runner, metrics, _ = sweep.train(cfg)
+    runner, metrics, _ = run(cfg)
     critic_params = jax.tree.map(lambda x: x[0], runner.params["critic"])
-    value = Critic(cfg.static.hidden_sizes).apply(
+    value = Critic(cfg.config.hidden_sizes).apply(
         critic_params, np.zeros((1,), np.float32)
     )
     return float(value), metrics
@@ -105,15 +107,15 @@ def test_terminal_steps_do_not_bootstrap():
 
 def test_live_identity_check_is_exactly_zero_on_training_data():
     cfg = tiny(loss="ppo_clip", identity_check=True, seeds=2, epochs=10, lr=1e-3)
-    _, metrics, _ = sweep.train(cfg)
+    _, metrics, _ = run(cfg)
     assert np.all(metrics["identity_gap"] == 0.0)
     assert np.max(metrics["kill_fraction"]) > 0  # clipping actually happened
 
 
 def test_ppo_clip_and_klip_train_identically():
     cfg = tiny(loss=["ppo_clip", "klip", "kl_fixed"], seeds=2, total_steps=4096)
-    runner, metrics, _ = sweep.train(cfg)
-    hashes = sweep.params_sha256(runner)
+    runner, metrics, _ = run(cfg)
+    hashes = sweep.params_sha256(runner.params)
     assert (
         hashes[0] == hashes[2] and hashes[1] == hashes[3]
     )  # ppo_clip == klip, per seed
@@ -121,7 +123,7 @@ def test_ppo_clip_and_klip_train_identically():
     np.testing.assert_array_equal(
         metrics["episode_return"][:2], metrics["episode_return"][2:4]
     )
-    identity = sweep.identity_differences(cfg, runner)
+    identity = sweep.identity_differences(cfg.hparams, runner.params)
     assert identity == {
         "pairs": 2,
         "max_param_difference": 0.0,
@@ -131,7 +133,7 @@ def test_ppo_clip_and_klip_train_identically():
 
 def test_adaptive_beta_follows_the_rule():
     cfg = tiny(loss="kl_adaptive", beta=1.0, kl_target=0.002, total_steps=8192, lr=1e-3)
-    _, metrics, _ = sweep.train(cfg)
+    _, metrics, _ = run(cfg)
     beta, kl = metrics["kl_beta"][0], metrics["rollout_kl"][0]
     previous = np.concatenate([[1.0], beta[:-1]])
     expected = np.where(
@@ -145,7 +147,7 @@ def test_adaptive_beta_follows_the_rule():
 
 def test_fixed_beta_stays_fixed_and_annealing_reaches_zero():
     cfg = tiny(loss="kl_fixed", beta=0.3)
-    _, metrics, _ = sweep.train(cfg)
+    _, metrics, _ = run(cfg)
     np.testing.assert_allclose(metrics["kl_beta"][0], 0.3)
     lr = metrics["learning_rate"][0]
     # 8 updates: lr * (1 - u/8) for u = 0..7
@@ -153,7 +155,7 @@ def test_fixed_beta_stays_fixed_and_annealing_reaches_zero():
 
 
 def test_continuous_actions_with_normalisation_run_and_learn_something():
-    cfg = config.resolve(
+    cfg = experiment(
         {
             "env": "Pendulum-v1",
             "total_steps": 4096,
@@ -166,7 +168,7 @@ def test_continuous_actions_with_normalisation_run_and_learn_something():
             "loss": ["ppo_clip", "klip_sigmoid", "kl_adaptive"],
         }
     )
-    runner, metrics, _ = sweep.train(cfg)
+    runner, metrics, _ = run(cfg)
     assert np.all(np.isfinite(metrics["policy_loss"]))
     assert np.all(metrics["episodes"].sum(axis=1) == 4 * 4096 // (4 * 200))
     # normaliser statistics moved off their initial values
@@ -179,7 +181,7 @@ def test_continuous_actions_with_normalisation_run_and_learn_something():
 
 def test_divergent_run_is_frozen_and_the_others_continue():
     cfg = tiny(lr=[3e-4, 1e30], max_grad_norm=1e30, total_steps=4096)
-    runner, metrics, _ = sweep.train(cfg)
+    runner, metrics, _ = run(cfg)
     diverged = np.asarray(runner.diverged_at)
     assert diverged[0] == -1 and diverged[1] >= 0
     assert np.all(np.isfinite(metrics["policy_loss"][0]))

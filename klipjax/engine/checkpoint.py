@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from klipjax.trainer import Metrics, Runner
+from klipjax.engine.trainer import Metrics, Runner
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -85,3 +85,20 @@ def abstract_runner(init, hparams) -> Runner:
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=target)
 
     return jax.tree.map(with_sharding, shapes)
+
+
+def latest_params(run_dir: str | Path):
+    """The parameters of every run (``[runs, ...]`` numpy leaves) in the latest
+    checkpoint under ``run_dir``, or None if it has none. Needs no model: the tree
+    is read as saved."""
+    directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
+    with ocp.CheckpointManager(directory) as manager:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        restored = manager.restore(
+            step, args=ocp.args.Composite(runner=ocp.args.StandardRestore())
+        )
+    runner = restored.runner
+    params = runner["params"] if isinstance(runner, dict) else runner.params
+    return jax.tree.map(np.asarray, params)

@@ -1,6 +1,6 @@
 """Learning curves and diagnostic panels from a metrics table, rendered headless.
 
-Input is the long table of `klipjax.results.metrics_frame` (one row per run and
+Input is the long table of `klipjax.outputs.tables.metrics_frame` (one row per run and
 update). Runs that share a loss and swept values form one setting, drawn as the mean
 over seeds with a +-1 std band.
 
@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from klipjax.results import atomic_path, setting_label
+from klipjax.outputs.files import atomic_path
+from klipjax.outputs.tables import setting_label
 
 CURVE_FIGSIZE = (7.0, 4.5)
 PANEL_SIZE = (3.6, 2.8)
@@ -70,10 +71,10 @@ def setting_bands(
         per_run = group.pivot(index="update", columns="run", values=y)
         per_run = per_run.ffill().bfill()
         x_mean = group.pivot(index="update", columns="run", values=x).mean(axis=1)
-        run_like = {"loss": key[0], "hparams": dict(zip(swept, key[1:]))}
+        setting = {"loss": key[0], **dict(zip(swept, key[1:]))}
         bands.append(
             Band(
-                label=setting_label(run_like, swept),
+                label=setting_label(setting, swept),
                 x=x_mean.to_numpy(np.float64),
                 mean=per_run.mean(axis=1).to_numpy(np.float64),
                 std=per_run.std(axis=1, ddof=0).to_numpy(np.float64),
@@ -94,7 +95,7 @@ def plot_curves(
     """Draws one learning curve per setting and saves it atomically.
 
     Args:
-        frame: Long metrics table, as from `klipjax.results.metrics_frame`.
+        frame: Long metrics table, as from `klipjax.outputs.tables.metrics_frame`.
         path: Image file to write; its suffix picks the format (PNG if none).
         x: Column for the horizontal axis.
         y: Column to plot, averaged over seeds.
@@ -123,7 +124,7 @@ def plot_metric_panels(
     """Draws one panel per metric against environment steps, up to 3 per row.
 
     Args:
-        frame: Long metrics table, as from `klipjax.results.metrics_frame`.
+        frame: Long metrics table, as from `klipjax.outputs.tables.metrics_frame`.
         path: Image file to write; its suffix picks the format (PNG if none).
         metrics: Columns to plot, one panel each (e.g. ``kill_fraction``).
         swept: Swept hyperparameter columns that distinguish settings.

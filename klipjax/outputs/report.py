@@ -1,6 +1,6 @@
 """The paper's experiments as preset sweeps, and the report that compares them.
 
-Each group is one sweep config in ``configs/paper/`` (one compile per group). A
+Each group is one sweep config in ``klipjax/presets/`` (one compile per group). A
 reproduction directory holds one run directory per group plus ``REPORT.md`` and its
 figures, built from the groups' ``summary.json`` and ``metrics.parquet`` alone.
 """
@@ -10,16 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from klipjax import config as config_lib
-from klipjax import plots, results
+from klipjax.config import files as config_files
+from klipjax.outputs import plots
+from klipjax.outputs.files import write_atomic
 
-PRESETS = Path(__file__).resolve().parents[1] / "configs" / "paper"
+# Package data, so a wheel installed anywhere finds them.
+PRESETS = resources.files("klipjax") / "presets"
 VARIANTS = ("ppo_clip", "klip", "kl_fixed", "kl_adaptive")
 VARIANT_TITLES = {
     "ppo_clip": "PPO-Clip",
@@ -123,10 +126,10 @@ def paper_task(task: str) -> str:
     return task.partition("@")[0]
 
 
-def group_config(name: str, quick: bool) -> config_lib.SweepConfig:
+def group_experiment(name: str, quick: bool) -> config_files.Experiment:
     """The sweep of a group; ``quick`` keeps 2 seeds and a few updates of each run
     (Brax groups: ``QUICK_MIN_UPDATES``, their physics is slow on CPU)."""
-    values = config_lib.load_file(PRESETS / f"{name}.yaml")
+    values = config_files.load_file(PRESETS / f"{name}.yaml")
     if quick:
         values["seeds"] = QUICK_SEEDS
         batch = values.get("num_envs", 4) * values.get("num_steps", 128)
@@ -136,7 +139,7 @@ def group_config(name: str, quick: bool) -> config_lib.SweepConfig:
         )
         if name in BRAX_GROUPS:
             values["total_steps"] = QUICK_MIN_UPDATES * batch
-    return config_lib.resolve(values)
+    return config_files.from_dict(values)
 
 
 class GroupResult(NamedTuple):
@@ -151,7 +154,8 @@ class GroupResult(NamedTuple):
 
 def load_group(run_dir: Path, group: Group) -> GroupResult:
     summary = json.loads((run_dir / "summary.json").read_text())
-    return GroupResult(group, summary, results.read_metrics(run_dir))
+    frame = pd.read_parquet(run_dir / "metrics.parquet", engine="pyarrow")
+    return GroupResult(group, summary, frame)
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -177,7 +181,7 @@ def _shortened(done: list[GroupResult]) -> list[str]:
     reproduction directory)."""
     notes = []
     for result in done:
-        preset = group_config(result.group.name, quick=False).static
+        preset = group_experiment(result.group.name, quick=False).config
         planned = preset.num_updates * preset.batch_size
         ran = result.summary["total_steps"]
         if ran != planned:
@@ -455,5 +459,5 @@ def write_report(out: Path, quick: bool) -> Path:
         for result in knobs:
             lines += [f"### {result.group.name}", "", *_knob_table(result), ""]
     path = out / "REPORT.md"
-    results.write_atomic(path, "\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
 
-from klipjax import brax_envs
-from klipjax.distributions import Categorical, DiagonalGaussian
+from klipjax.config.checks import ConfigError
+from klipjax.core.distributions import Categorical, DiagonalGaussian
+from klipjax.envs import brax_adapter as brax_envs
 
 
 class EnvSpec(NamedTuple):
@@ -49,7 +50,7 @@ def registered_ids() -> list[str]:
     return list(gymnax.registered_envs) + sorted(_REGISTRY) + brax_envs.ids()
 
 
-class EnvError(ValueError):
+class EnvError(ConfigError):
     """An environment could not be built (e.g. gymnax's MNISTBandit downloads MNIST)."""
 
 

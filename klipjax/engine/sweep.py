@@ -1,25 +1,27 @@
-"""A sweep: every run of a grid stacked on one leading axis and trained as one program.
+"""A sweep: every run of a table stacked on one leading axis and trained as one program.
 
 Each run carries its own seed inside ``HParams``, so the seeds x hyperparameters grid
 is a single flat run axis: ``jit(vmap(run_chunk))`` over ``[runs]``. The host calls
-the compiled chunk repeatedly; that is where progress is reported and checkpoints
-can be taken. With several local devices the run axis is sharded across them.
+the compiled chunk repeatedly (``run``); that is where progress is reported and
+checkpoints are taken. With several local devices the run axis is sharded across
+them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from klipjax import memory
-from klipjax.config import HParams, SweepConfig, hparams_of
-from klipjax.trainer import Metrics, Runner, make_trainer
+from klipjax.config import run_table
+from klipjax.config.checks import ConfigError
+from klipjax.config.settings import Config, HParams
+from klipjax.engine import memory
+from klipjax.engine.trainer import Metrics, Runner, Trainer, make_trainer
 
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
 MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
@@ -27,19 +29,6 @@ MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
 # the CartPole preset ran at 81k env-steps/s with 64 runs at a time against 71k with
 # all 256 at once (2-core x86-64, docs/benchmarks.md). Accelerators take every run.
 CPU_PARALLEL_RUNS = 64
-
-
-def stack_hparams(sweep: SweepConfig) -> HParams:
-    """``HParams`` with one entry per run: ints for ids and seeds, float32 otherwise."""
-    per_run = [hparams_of(run) for run in sweep.runs]
-    columns = {}
-    for field in HParams._fields:
-        values = [getattr(h, field) for h in per_run]
-        dtype = (
-            np.int32 if field in ("seed", "loss_id", "kl_estimator_id") else np.float32
-        )
-        columns[field] = np.asarray(values, dtype)
-    return HParams(**columns)
 
 
 def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0) -> int:
@@ -68,8 +57,9 @@ def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0)
 
 
 class SweepProgram(NamedTuple):
-    """The compiled pieces of a sweep and its stacked hyperparameters."""
+    """The compiled pieces of a sweep and its run table (on the devices)."""
 
+    config: Config
     hparams: HParams
     init: Callable[[HParams], Runner]
     run_chunk: Callable[[Runner, HParams], tuple[Runner, Metrics]]
@@ -94,24 +84,41 @@ def _run_sharding(num_runs: int):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
 
 
-def build(sweep: SweepConfig) -> SweepProgram:
-    """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``."""
-    static = sweep.static
-    trainer = make_trainer(static, sweep.code_paths)
-    chunk = choose_chunk(
-        static.num_updates, sweep.chunk_updates, sweep.checkpoint_every
-    )
-    hparams = stack_hparams(sweep)
-    sharding = _run_sharding(sweep.num_runs)
+def build(
+    config: Config,
+    table: HParams,
+    *,
+    chunk_updates: int | None = None,
+    checkpoint_every: int = 0,
+    parallel_runs: int = 0,
+    trainer: Trainer | None = None,
+) -> SweepProgram:
+    """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``.
+
+    ``parallel_runs`` runs are advanced at once (0: all of them on an accelerator,
+    ``CPU_PARALLEL_RUNS`` on a CPU). A given ``trainer`` must compile every code path
+    the table's runs take.
+    """
+    num_runs = run_table.num_runs(table)
+    paths = run_table.code_paths(table)
+    if trainer is None:
+        trainer = make_trainer(config, paths)
+    elif not trainer.paths.covers(paths):
+        raise ConfigError(
+            f"the trainer was compiled for {trainer.paths} but the runs take {paths}"
+        )
+    chunk = choose_chunk(config.num_updates, chunk_updates, checkpoint_every)
+    hparams = table
+    sharding = _run_sharding(num_runs)
     if sharding is not None:
         hparams = jax.device_put(hparams, sharding)
 
     def run_chunk(runner, hp):
         return trainer.run_chunk(runner, hp, chunk)
 
-    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else sweep.num_runs
-    parallel = min(sweep.parallel_runs or default, sweep.num_runs)
-    if parallel < sweep.num_runs:
+    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else num_runs
+    parallel = min(parallel_runs or default, num_runs)
+    if parallel < num_runs:
         # Groups of ``parallel`` runs, one after another inside the program: the
         # transient memory (rollouts, minibatches) is that of one group.
         def run_all(runner, hp):
@@ -122,21 +129,23 @@ def build(sweep: SweepConfig) -> SweepProgram:
         run_all = jax.vmap(run_chunk)
 
     return SweepProgram(
+        config=config,
         hparams=hparams,
         init=jax.jit(jax.vmap(trainer.init)),
         run_chunk=jax.jit(run_all, donate_argnums=0),
         chunk_updates=chunk,
-        num_chunks=-(-static.num_updates // chunk),
+        num_chunks=-(-config.num_updates // chunk),
         parallel_runs=parallel,
     )
 
 
 def compile_to_fit(
-    sweep: SweepConfig, program: SweepProgram, runner: Runner
+    program: SweepProgram, runner: Runner, rebuild: Callable[[int], SweepProgram] | None
 ) -> tuple[SweepProgram, Runner, int]:
-    """Compiles the chunk program; if the user left ``parallel_runs`` to klipjax and
-    the program needs more than ``MEMORY_FRACTION`` of the available memory, rebuilds
-    it to advance proportionally fewer runs at once. Returns the program (its
+    """Compiles the chunk program; if the program needs more than ``MEMORY_FRACTION``
+    of the available memory and ``rebuild(parallel_runs)`` is given (the user left
+    ``parallel_runs`` to klipjax), rebuilds it to advance proportionally fewer runs
+    at once. Returns the program (its
     ``run_chunk`` now the compiled executable), the runner laid out as the program
     expects it (sharded over devices like the hyperparameters) and the program's
     memory need in bytes."""
@@ -146,9 +155,8 @@ def compile_to_fit(
     compiled = program.run_chunk.lower(runner, program.hparams).compile()
     need = memory.program_bytes(compiled)
     budget = MEMORY_FRACTION * memory.available_bytes()
-    if not sweep.parallel_runs and need > budget and program.parallel_runs > 1:
-        parallel = max(1, int(program.parallel_runs * budget / need))
-        program = build(dataclasses.replace(sweep, parallel_runs=parallel))
+    if rebuild is not None and need > budget and program.parallel_runs > 1:
+        program = rebuild(max(1, int(program.parallel_runs * budget / need)))
         compiled = program.run_chunk.lower(runner, program.hparams).compile()
         need = memory.program_bytes(compiled)
     return program._replace(run_chunk=compiled), runner, need
@@ -167,25 +175,28 @@ class ChunkReport(NamedTuple):
     program_bytes: int = 0  # the compiled chunk's memory: state, outputs, temporaries
 
 
-def train(
-    sweep: SweepConfig,
+def run(
+    program: SweepProgram,
     on_chunk: Callable[[ChunkReport, Runner, dict[str, np.ndarray]], bool | None]
     | None = None,
-    program: SweepProgram | None = None,
+    *,
     runner: Runner | None = None,
     metrics: dict[str, np.ndarray] | None = None,
     start_chunk: int = 0,
+    rebuild: Callable[[int], SweepProgram] | None = None,
 ) -> tuple[Runner, dict[str, np.ndarray], ChunkReport]:
-    """Trains every run of the sweep; returns the final runner and ``[runs, updates]``
-    metrics. ``runner``/``metrics``/``start_chunk`` continue an interrupted sweep.
-    ``on_chunk`` sees each chunk's result; returning True stops after that chunk."""
-    program = program or build(sweep)
-    static = sweep.static
+    """Trains every run of the program; returns the final runner, ``[runs,
+    updates]`` metrics and the last report. ``runner``/``metrics``/``start_chunk``
+    continue an interrupted sweep; ``rebuild`` lets the memory fitting advance
+    fewer runs at once (see ``compile_to_fit``). ``on_chunk`` sees each chunk's
+    result; returning True stops after that chunk."""
+    config = program.config
+    num_runs = run_table.num_runs(program.hparams)
     start = time.perf_counter()
     compile_seconds = 0.0
     if runner is None:
         runner = program.init(program.hparams)
-    program, runner, program_bytes = compile_to_fit(sweep, program, runner)
+    program, runner, program_bytes = compile_to_fit(program, runner, rebuild)
     collected = [] if metrics is None else [metrics]
     chunks = []
     report = ChunkReport(
@@ -198,7 +209,7 @@ def train(
         parallel_runs=program.parallel_runs,
         program_bytes=program_bytes,
     )
-    steps_per_chunk = program.chunk_updates * static.batch_size * sweep.num_runs
+    steps_per_chunk = program.chunk_updates * config.batch_size * num_runs
     for index in range(start_chunk, program.num_chunks):
         runner, chunk_metrics = program.run_chunk(runner, program.hparams)
         chunk_metrics = jax.device_get(chunk_metrics)
@@ -206,13 +217,13 @@ def train(
             # Setup, compiling and the first call; later calls show the steady speed.
             compile_seconds = time.perf_counter() - start
         chunks.append(chunk_metrics)
-        updates = min((index + 1) * program.chunk_updates, static.num_updates)
+        updates = min((index + 1) * program.chunk_updates, config.num_updates)
         seconds = time.perf_counter() - start
         steady_chunks = index - start_chunk
         report = ChunkReport(
             chunks_done=index + 1,
             updates_done=updates,
-            env_steps_done=updates * static.batch_size * sweep.num_runs,
+            env_steps_done=updates * config.batch_size * num_runs,
             seconds=seconds,
             compile_seconds=compile_seconds,
             steps_per_second=steady_chunks
@@ -224,10 +235,10 @@ def train(
             program_bytes=program_bytes,
         )
         if on_chunk is not None and on_chunk(
-            report, runner, _merge(collected, chunks, static.num_updates)
+            report, runner, _merge(collected, chunks, config.num_updates)
         ):
             break
-    return runner, _merge(collected, chunks, static.num_updates), report
+    return runner, _merge(collected, chunks, config.num_updates), report
 
 
 def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:
@@ -241,9 +252,10 @@ def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:
     return merged
 
 
-def params_sha256(runner: Runner) -> list[str]:
-    """Per run, the SHA-256 of the final parameters' bytes (tree order, float32)."""
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(runner.params))]
+def params_sha256(params: Any) -> list[str]:
+    """Per run, the SHA-256 of the parameters' bytes (tree order, float32);
+    ``params`` is stacked ``[runs, ...]``."""
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(params))]
     hashes = []
     for run in range(leaves[0].shape[0]):
         digest = hashlib.sha256()
@@ -253,34 +265,44 @@ def params_sha256(runner: Runner) -> list[str]:
     return hashes
 
 
-def max_param_difference(runner: Runner, run_a: int, run_b: int) -> float:
+def max_param_difference(params: Any, run_a: int, run_b: int) -> float:
     """Largest absolute difference between two runs' parameters."""
-    leaves = jax.tree.leaves(jax.device_get(runner.params))
+    leaves = jax.tree.leaves(jax.device_get(params))
     return float(max(np.max(np.abs(x[run_a] - x[run_b])) for x in leaves))
 
 
-def identity_differences(sweep: SweepConfig, runner: Runner) -> dict:
-    """Compares every ``ppo_clip`` run with the ``klip`` run that differs only in the
-    loss: the theorem says their training is identical."""
+def identity_pairs(table: HParams) -> list[tuple[int, int]]:
+    """``(ppo_clip run, klip run)`` index pairs that differ only in the loss: the
+    theorem says their training is identical."""
+    from klipjax.core.variants import LOSSES
 
-    def key(run):
-        return tuple(sorted((k, repr(v)) for k, v in run.items() if k != "loss"))
-
-    klip_runs = {
-        key(run): i for i, run in enumerate(sweep.runs) if run["loss"] == "klip"
-    }
-    pairs = [
-        (i, klip_runs[key(run)])
-        for i, run in enumerate(sweep.runs)
-        if run["loss"] == "ppo_clip" and key(run) in klip_runs
+    clip, klip = LOSSES.index("ppo_clip"), LOSSES.index("klip")
+    rest = np.stack(
+        [
+            np.asarray(column, np.float64)
+            for f, column in zip(HParams._fields, table)
+            if f != "loss_id"
+        ],
+        axis=1,
+    )
+    klip_runs = {rest[i].tobytes(): i for i in np.flatnonzero(table.loss_id == klip)}
+    return [
+        (int(i), klip_runs[rest[i].tobytes()])
+        for i in np.flatnonzero(table.loss_id == clip)
+        if rest[i].tobytes() in klip_runs
     ]
+
+
+def identity_differences(table: HParams, params: Any) -> dict:
+    """Compares the parameters of every ``identity_pairs`` pair."""
+    pairs = identity_pairs(table)
     if not pairs:
         return {"pairs": 0}
-    hashes = params_sha256(runner)
+    hashes = params_sha256(params)
     return {
         "pairs": len(pairs),
         "max_param_difference": max(
-            max_param_difference(runner, a, b) for a, b in pairs
+            max_param_difference(params, a, b) for a, b in pairs
         ),
         "identical_params": all(hashes[a] == hashes[b] for a, b in pairs),
     }
@@ -292,8 +314,8 @@ __all__ = [
     "build",
     "choose_chunk",
     "identity_differences",
+    "identity_pairs",
     "max_param_difference",
     "params_sha256",
-    "stack_hparams",
-    "train",
+    "run",
 ]

@@ -1,0 +1,325 @@
+"""``train``: one sweep from a run table to ``Results``, on the host side.
+
+Builds and compiles the sweep's one program, advances it chunk by chunk with a
+progress bar (stderr; a widget in Jupyter), checkpoints into ``out_dir``, resumes
+bit-identically, and turns SIGINT/SIGTERM into a stop at the next chunk boundary.
+It prints nothing to stdout; messages go to the ``klipjax`` logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from klipjax.config import checks, run_table
+from klipjax.config import files as config_files
+from klipjax.config.checks import ConfigError
+from klipjax.config.settings import Config, HParams
+from klipjax.engine import compile_cache, memory, sweep
+from klipjax.engine.trainer import Trainer
+from klipjax.outputs.files import write_yaml
+from klipjax.outputs.results import CONFIG_FILE, Results
+
+log = logging.getLogger("klipjax")
+
+
+class StopRequest:
+    """SIGINT/SIGTERM: finish the current chunk, checkpoint, stop; twice: abort now.
+
+    Installed for the length of a ``with`` block (main thread only: signals cannot
+    be handled elsewhere) and the previous handlers restored after it.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning(
+            "%s: finishing the current chunk, then stopping (again to abort at once)",
+            signal.Signals(signum).name,
+        )
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for signum in previous:
+                signal.signal(signum, self)
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _prepare_out_dir(out: Path, resume: bool) -> None:
+    """Checks (before any compile) that ``out`` can hold this run."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir {str(out)!r} exists and is not a directory")
+    if resume:
+        if not (out / CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"resume: {str(out)!r} is not a run directory (no {CONFIG_FILE})"
+            )
+        return
+    if (out / CONFIG_FILE).exists():
+        raise ConfigError(
+            f"out_dir {str(out)!r} already holds a run: continue it with resume "
+            f"(klipjax train --resume {out}) or choose another directory"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"out_dir {str(out)!r} cannot be created: {err.strerror}")
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"out_dir {str(out)!r} is not writable")
+
+
+def _check_same_sweep(out: Path, config: Config, table: HParams) -> dict[str, int]:
+    """The saved run's options, after checking it is the sweep being resumed."""
+    saved = config_files.load(out / CONFIG_FILE)
+    if saved.config != config:
+        raise ConfigError(
+            f"resume: {out}/{CONFIG_FILE} holds another Config ({saved.config})"
+        )
+    same = run_table.num_runs(saved.hparams) == run_table.num_runs(table) and all(
+        np.array_equal(a, b) for a, b in zip(saved.hparams, table)
+    )
+    if not same:
+        raise ConfigError(f"resume: {out}/{CONFIG_FILE} holds another run table")
+    return saved.options
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    """A tqdm bar on stderr: a widget in Jupyter when ipywidgets is there, text
+    otherwise (which Jupyter shows as well)."""
+    if not enabled:
+        return contextlib.nullcontext(None)
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="update",
+        desc="compiling",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+
+
+def train(
+    config: Config,
+    hparams: HParams,
+    *,
+    progress: bool = True,
+    out_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    chunk_updates: int | None = None,
+    parallel_runs: int = 0,
+    trainer: Trainer | None = None,
+) -> Results:
+    """Trains every run of ``hparams`` as one compiled program.
+
+    Args:
+        config: Static settings shared by all runs.
+        hparams: The run table (``grid``, ``sample``, ``concat``) or one run
+            (``hparams``): ``[runs]`` fields.
+        progress: Show a progress bar on stderr (a widget in Jupyter).
+        out_dir: Directory for ``config.yaml``, checkpoints, ``metrics.parquet``,
+            ``summary.json`` and figures (as ``klipjax train --out`` writes it); None
+            keeps everything in memory.
+        checkpoint_every: Updates between checkpoints (needs ``out_dir``); one is
+            always written at the end and on SIGINT/SIGTERM.
+        resume: Continue the run in ``out_dir`` from its latest checkpoint; the
+            config and table must be the ones it was started with. The result is
+            bit-identical to an uninterrupted run.
+        chunk_updates: Updates per compiled call (default: about 1/20 of the run).
+        parallel_runs: Runs advanced at once (0: all, fewer if memory is short).
+        trainer: A ``make_trainer`` result to use instead of building one.
+
+    Returns:
+        ``Results`` with ``metrics[name]`` shaped ``[runs, updates]``. A run stopped
+        by SIGINT/SIGTERM returns what it has (``status`` "stopped").
+
+    Raises:
+        ConfigError: A bad argument, an environment that cannot be built, an
+            ``out_dir`` that holds another run.
+    """
+    started = time.perf_counter()
+    if not isinstance(config, Config):
+        raise ConfigError(
+            f"config: expected klipjax.Config, got {type(config).__name__}"
+        )
+    table = run_table.as_table(hparams)
+    checkpoint_every = checks.as_int("checkpoint_every", checkpoint_every, 0)
+    parallel_runs = checks.as_int("parallel_runs", parallel_runs, 0)
+    if chunk_updates is not None:
+        chunk_updates = checks.as_int("chunk_updates", chunk_updates)
+    out = None if out_dir is None else Path(out_dir)
+    if out is None and (resume or checkpoint_every):
+        raise ConfigError("resume and checkpoint_every need an out_dir")
+    if out is not None:
+        _prepare_out_dir(out, resume)
+        if resume:
+            saved = _check_same_sweep(out, config, table)
+            chunk_updates = saved.get("chunk_updates", chunk_updates)
+            checkpoint_every = saved.get("checkpoint_every", checkpoint_every)
+            parallel_runs = saved.get("parallel_runs", parallel_runs)
+
+    compile_cache.enable()
+    hits_before = compile_cache.hits()
+    options = {"checkpoint_every": checkpoint_every, "parallel_runs": parallel_runs}
+
+    def build(parallel: int) -> sweep.SweepProgram:
+        return sweep.build(
+            config,
+            table,
+            chunk_updates=chunk_updates,
+            checkpoint_every=checkpoint_every,
+            parallel_runs=parallel,
+            trainer=trainer,
+        )
+
+    program = build(parallel_runs)
+    options["chunk_updates"] = program.chunk_updates  # a resume must reuse it
+    checkpointer, runner, metrics, start_chunk = None, None, None, 0
+    if out is not None:
+        checkpointer, runner, metrics, start_chunk = _open_checkpoints(
+            out, program, resume
+        )
+        if not resume:
+            write_yaml(out / CONFIG_FILE, config_files.to_dict(config, table, options))
+
+    stop = StopRequest()
+    try:
+        with (
+            stop.installed(),
+            _progress_bar(
+                progress,
+                config.num_updates,
+                min(start_chunk * program.chunk_updates, config.num_updates),
+            ) as bar,
+        ):
+
+            def on_chunk(report: sweep.ChunkReport, runner, metrics) -> bool:
+                if bar is not None:
+                    bar.set_description("training", refresh=False)
+                    if report.steps_per_second:
+                        bar.set_postfix_str(
+                            f"{report.steps_per_second:,.0f} env-steps/s", refresh=False
+                        )
+                    bar.update(report.updates_done - bar.n)
+                finished = report.updates_done >= config.num_updates
+                due = checkpoint_every and report.updates_done % checkpoint_every == 0
+                if checkpointer is not None and (due or finished or stop.signum):
+                    checkpointer.save(report.chunks_done, runner, metrics)
+                return stop.signum is not None
+
+            runner, metrics, report = sweep.run(
+                program,
+                on_chunk,
+                runner=runner,
+                metrics=metrics,
+                start_chunk=start_chunk,
+                rebuild=None if parallel_runs else build,
+            )
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
+    complete = report.updates_done >= config.num_updates
+    if not complete:
+        log.warning(
+            "stopped at update %d/%d%s",
+            report.updates_done,
+            config.num_updates,
+            f"; partial results and a checkpoint are in {out}/" if out else "",
+        )
+    results = _results(
+        config,
+        table,
+        runner,
+        metrics,
+        complete,
+        timing=_timing(started, report, compile_cache.hits() - hits_before),
+        options=options,
+        stopped_by=stop.signum,
+    )
+    if out is not None:
+        results.save(out)
+    return results
+
+
+def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
+    """The sweep's checkpointer, and with ``resume`` the state it holds:
+    ``(checkpointer, runner, metrics, start_chunk)`` (None, None, 0 if none)."""
+    from klipjax.engine import checkpoint  # orbax only when checkpointing
+
+    config = program.config
+    checkpointer = checkpoint.SweepCheckpointer(out)
+    step = checkpointer.latest_step() if resume else None
+    if step is None:
+        if resume:
+            log.info("no checkpoint yet: starting from the beginning")
+        return checkpointer, None, None, 0
+    updates_done = min(step * program.chunk_updates, config.num_updates)
+    abstract = checkpoint.abstract_runner(program.init, program.hparams)
+    runner, metrics = checkpointer.restore(step, abstract, updates_done)
+    log.info("resuming at update %d/%d", updates_done, config.num_updates)
+    return checkpointer, runner, metrics, step
+
+
+def _results(
+    config: Config, table: HParams, runner, metrics, complete: bool, **extra
+) -> Results:
+    """The outcome read off the final runner (parameters, divergence, identity)."""
+    params = jax.tree.map(np.asarray, jax.device_get(runner.params))
+    diverged_at = np.asarray(jax.device_get(runner.diverged_at), np.int64)
+    return Results(
+        config=config,
+        hparams=table,
+        metrics=metrics,
+        params=params,
+        status=tuple(
+            "diverged" if d >= 0 else ("ok" if complete else "stopped")
+            for d in diverged_at
+        ),
+        diverged_at=diverged_at,
+        params_sha256=tuple(sweep.params_sha256(params)),
+        identity=sweep.identity_differences(table, params),
+        **extra,
+    )
+
+
+def _timing(
+    started: float, report: sweep.ChunkReport, cache_hits: int
+) -> dict[str, Any]:
+    return {
+        "wall_seconds": time.perf_counter() - started,
+        "compile_seconds": report.compile_seconds,
+        "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
+        "env_steps_per_second": report.steps_per_second,
+        "parallel_runs": report.parallel_runs,  # runs advanced at once
+        "memory_mb": {
+            "program": report.program_bytes / 2**20,  # XLA's analysis of one chunk
+            **{f"peak_{k}": v / 2**20 for k, v in memory.peak_bytes().items()},
+        },
+    }
