@@ -26,7 +26,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check klipjax tests scripts
+	$(VENV)/bin/ruff check klipjax tests scripts examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -21,16 +21,6 @@ def handlers():
     return [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
 
 
-def test_two_calls_work_and_leave_the_signal_handlers_as_they_were(capsys):
-    before = handlers()
-    first = kj.train(TINY, kj.hparams(seed=3), progress=True)
-    assert handlers() == before
-    second = kj.train(TINY, kj.hparams(seed=3))
-    assert handlers() == before
-    assert first.params_sha256 == second.params_sha256 and first.num_runs == 1
-    assert capsys.readouterr().out == ""  # the progress bar is on stderr
-
-
 def test_handlers_are_restored_when_train_raises(monkeypatch):
     before = handlers()
 
@@ -43,11 +33,13 @@ def test_handlers_are_restored_when_train_raises(monkeypatch):
     assert handlers() == before
 
 
-def test_a_signal_stops_at_a_chunk_boundary_and_resume_is_bit_identical(
-    monkeypatch, tmp_path
+def test_two_calls_a_signal_stop_and_a_bit_identical_resume(
+    monkeypatch, tmp_path, capsys
 ):
     table = kj.grid(loss=["ppo_clip", "kl_adaptive"], seeds=2)
-    reference = kj.train(TINY, table, progress=False, chunk_updates=2)
+    before = handlers()
+    reference = kj.train(TINY, table, progress=True, chunk_updates=2)
+    assert handlers() == before and reference.complete
     real_run = sweep.run
 
     def interrupted_after_first_chunk(program, on_chunk, **kwargs):
@@ -59,8 +51,8 @@ def test_a_signal_stops_at_a_chunk_boundary_and_resume_is_bit_identical(
         return real_run(program, on_chunk_then_signal, **kwargs)
 
     monkeypatch.setattr(sweep, "run", interrupted_after_first_chunk)
-    before = handlers()
     out = tmp_path / "run"
+    # a second call in the same process, stopped by SIGINT after its first chunk
     stopped = kj.train(TINY, table, out_dir=out, progress=False, chunk_updates=2)
     assert handlers() == before
     assert stopped.status == ("stopped",) * 4 and not stopped.complete
@@ -77,33 +69,29 @@ def test_a_signal_stops_at_a_chunk_boundary_and_resume_is_bit_identical(
     assert resumed.complete and resumed.params_sha256 == reference.params_sha256
     for name, values in reference.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
+    assert capsys.readouterr().out == ""  # the progress bar is on stderr
 
 
 def test_a_random_search_is_one_program(monkeypatch):
-    table = kj.sample(
-        3,
-        seed=7,
-        seeds=2,
-        lr=kj.loguniform(1e-4, 1e-2),
-        clip_eps=kj.uniform(0.1, 0.3),
-        loss=kj.choice(["ppo_clip", "klip", "kl_fixed"]),
-        gamma=0.98,
-    )
+    def draw():
+        return kj.sample(
+            3,
+            seed=7,
+            seeds=2,
+            lr=kj.loguniform(1e-4, 1e-2),
+            clip_eps=kj.uniform(0.1, 0.3),
+            loss=kj.choice(["ppo_clip", "klip", "kl_fixed"]),
+            gamma=0.98,
+        )
+
+    table = draw()
     assert len(table.seed) == 6 and list(table.seed) == [0, 1] * 3
     lr = table.lr[::2]
     assert np.all((lr >= 1e-4) & (lr < 1e-2)) and len(set(lr)) == 3
     assert np.all((table.clip_eps >= 0.1) & (table.clip_eps < 0.3))
     np.testing.assert_array_equal(table.gamma, np.float32(0.98))
     np.testing.assert_array_equal(table.lr[::2], table.lr[1::2])  # seeds share a draw
-    again = kj.sample(
-        3,
-        seed=7,
-        seeds=2,
-        lr=kj.loguniform(1e-4, 1e-2),
-        clip_eps=kj.uniform(0.1, 0.3),
-        loss=kj.choice(["ppo_clip", "klip", "kl_fixed"]),
-        gamma=0.98,
-    )
+    again = draw()  # the same draw for the same seed
     assert all(np.array_equal(a, b) for a, b in zip(table, again))
 
     traces = count_traces(monkeypatch)
@@ -131,10 +119,8 @@ def test_the_trainer_refuses_runs_outside_its_code_paths():
     trainer = kj.make_trainer(TINY, kj.CodePaths(losses=("ppo_clip",)))
     with pytest.raises(kj.ConfigError, match="compiled for"):
         kj.train(TINY, kj.hparams(loss="klip"), trainer=trainer)
-    result = kj.train(
-        TINY, kj.hparams(loss="ppo_clip"), trainer=trainer, progress=False
-    )
-    assert result.complete
+    program = sweep.build(TINY, kj.grid(seeds=2), trainer=trainer)  # a covered table
+    assert program.hparams.loss_id.tolist() == [0, 0]
 
 
 def test_adapt_beta_doubles_halves_or_holds():

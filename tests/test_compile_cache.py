@@ -37,6 +37,18 @@ def test_second_invocation_hits_the_cache_with_identical_results(tmp_path):
     ]
 
 
-def test_empty_cache_dir_turns_it_off(tmp_path):
-    summary = train(tmp_path / "a", "")
-    assert summary["compile_cache_hits"] == 0
+def test_empty_cache_dir_turns_it_off(monkeypatch):
+    from klipjax.engine import compile_cache
+
+    monkeypatch.setenv("KLIPJAX_CACHE_DIR", "")
+    assert compile_cache.enable() is None
+    monkeypatch.setenv("KLIPJAX_CACHE_DIR", "/some/dir")
+    monkeypatch.setattr(compile_cache, "_listening", [True])  # no second listener
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert compile_cache.enable() == "/some/dir"
+        assert jax.config.jax_compilation_cache_dir == "/some/dir"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

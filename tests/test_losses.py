@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from klipjax import losses
+from klipjax import losses, token_losses
 
 EPS = 0.2
 
@@ -336,6 +336,13 @@ POLICY_LOSSES = {
     ),
     "in_band": lambda lp, o, a, e: losses.partition(lp, o, a, clip_eps=e).in_band,
     "value": lambda lp, o, a, e: losses.clipped_value_loss(lp, o, a, clip_eps=e),
+    # the token-level options are sweepable too
+    "ppo_clip_high_dual": lambda lp, o, a, e: losses.ppo_clip(
+        lp, o, a, clip_eps=e, clip_eps_high=e + 0.08, dual_clip=1.0 + 5 * e
+    ),
+    "klip_sample_gate": lambda lp, o, a, e: losses.klip(
+        lp, o, a, clip_eps=e, gate=token_losses.cispo_gate(lower_bound=True)
+    ),
 }
 
 
@@ -431,3 +438,225 @@ def test_diagnostics_match_their_definitions():
         losses.clip_fraction(lp, old, clip_eps=EPS),
         1 - np.mean(np.asarray(parts.in_band)),
     )
+
+
+# Clip-higher, dual-clip, per-token radii and masks: the options default to the
+# paper's PPO-Clip bit for bit, and the identity with klip holds for each of them.
+# Data drawn with numpy and losses run under jit: eager dispatch would compile
+# every primitive of every new shape.
+
+
+def numpy_cases(seed, shape, spread=0.3):
+    rng = np.random.default_rng(seed)
+    old = rng.uniform(-3.0, 0.0, shape)
+    return old + spread * rng.standard_normal(shape), old, rng.standard_normal(shape)
+
+
+def test_new_options_left_at_their_defaults_change_nothing_bitwise():
+    lp, old, adv = map(jnp.asarray, numpy_cases(12, 256))  # float32
+
+    @jax.jit
+    def both(lp, old, adv):
+        pairs = []
+        for fn, defaults in [
+            (losses.ppo_clip, {"clip_eps_high": None, "dual_clip": None}),
+            (losses.phi_penalty, {"clip_eps_high": EPS, "dual_clip": None}),
+            (
+                losses.klip,
+                {"clip_eps_high": EPS, "dual_clip": None, "extra_beta": None},
+            ),
+        ]:
+            for options in ({}, defaults):
+                value, grad = jax.value_and_grad(
+                    lambda p, f=fn, o=options: f(p, old, adv, clip_eps=EPS, **o).sum()
+                )(lp)
+                pairs.append((value, grad))
+        fractions = (
+            losses.partition_fractions(lp, old, adv, clip_eps=EPS),
+            losses.partition_fractions(lp, old, adv, clip_eps=EPS, mask=None),
+        )
+        return pairs, fractions
+
+    pairs, fractions = both(lp, old, adv)
+    for base, new in zip(pairs[::2], pairs[1::2], strict=True):
+        np.testing.assert_array_equal(new[0], base[0])
+        np.testing.assert_array_equal(new[1], base[1])
+    np.testing.assert_array_equal(fractions[1], fractions[0])
+
+
+def test_clip_higher_and_dual_clip_hand_cases():
+    with float64():
+        lp = jnp.log(jnp.array([1.25, 1.25, 0.75, 2.5, 3.5], jnp.float64))
+        old = jnp.zeros(5, jnp.float64)
+        adv = jnp.array([1.0, -1.0, -1.0, -1.0, -1.0], jnp.float64)
+        # band (1 - 0.2, 1 + 0.28) = (0.8, 1.28); dual-clip c = 3:
+        # w=1.25, A=1:  in band (symmetric 0.2 would kill it) -> loss -1.25
+        # w=1.25, A=-1: in band                               -> loss 1.25
+        # w=0.75, A=-1: below 0.8, kill: clip 0.8 * -1         -> loss 0.8
+        # w=2.5,  A=-1: above, pass, below c: w*A              -> loss 2.5
+        # w=3.5,  A=-1: above c: max(-3.5, 3 * -1) = -3        -> loss 3.0 (dual kill)
+        options = {"clip_eps": 0.2, "clip_eps_high": 0.28, "dual_clip": 3.0}
+
+        @jax.jit
+        def everything(lp):
+            grads = [
+                jax.grad(lambda p, f=f: f(p, old, adv, **options).sum())(lp)
+                for f in (losses.ppo_clip, losses.klip)
+            ]
+            return (
+                losses.ppo_clip(lp, old, adv, **options),
+                losses.partition(lp, old, adv, **options),
+                grads,
+                losses.klip_beta(lp, old, adv, **options),
+            )
+
+        value, parts, grads, beta = everything(lp)
+        np.testing.assert_allclose(value, [-1.25, 1.25, 0.8, 2.5, 3.0], rtol=1e-12)
+        assert parts.kill.tolist() == [False, False, True, False, True]
+        assert parts.pass_through.tolist() == [False, False, False, True, False]
+        assert parts.in_band.tolist() == [True, True, False, False, False]
+        # gradient of the sum: -w*A where the gradient flows, 0 on I_kill
+        for grad in grads:
+            np.testing.assert_allclose(grad, [-1.25, 1.25, 0.0, 2.5, 0.0], atol=1e-12)
+        # beta_t = -w*A on both kills: -0.75*-1 = 0.75 and -3.5*-1 = 3.5
+        np.testing.assert_allclose(beta, [0, 0, 0.75, 0, 3.5], atol=1e-12)
+
+
+OPTION_GRID = [
+    {"clip_eps": 0.2, "clip_eps_high": 0.28},
+    {"clip_eps": 0.2, "dual_clip": 2.0},
+    {"clip_eps": 0.1, "clip_eps_high": 0.3, "dual_clip": 1.5},
+    {"clip_eps": "per_token", "clip_eps_high": "per_token", "dual_clip": 2.0},
+]
+
+
+@pytest.mark.parametrize("options", OPTION_GRID)
+def test_identity_and_value_dual_hold_for_every_option(options):
+    n = 3000
+    lp, old, adv = numpy_cases(13, n, spread=0.75)  # w > c often enough
+    options = dict(options)
+    if options["clip_eps"] == "per_token":
+        radii = 0.05 + 0.3 * np.random.default_rng(14).uniform(size=(2, n))
+        options["clip_eps"], options["clip_eps_high"] = radii
+    w = np.exp(lp - old)
+    edges = [
+        1 - np.asarray(options["clip_eps"]),
+        1 + np.asarray(options.get("clip_eps_high", options["clip_eps"])),
+        options.get("dual_clip", np.inf),
+    ]
+    far = np.all([np.abs(w - e) > 1e-6 for e in edges], axis=0)
+    lp, old, adv = lp[far], old[far], adv[far]
+    for name in ("clip_eps", "clip_eps_high"):
+        if np.ndim(options.get(name)) == 1:
+            options[name] = options[name][far]
+    with float64():
+
+        @jax.jit
+        def check(lp, old, adv, options):
+            grads = [
+                jax.grad(lambda p, f=f: f(p, old, adv, **options).sum())(lp)
+                for f in (losses.ppo_clip, losses.klip)
+            ]
+            phi = losses.phi_penalty(lp, old, adv, **options)
+            values = (
+                -(jnp.exp(lp - old) * adv - phi),
+                losses.ppo_clip(lp, old, adv, **options),
+            )
+            return grads, values, losses.partition(lp, old, adv, **options).kill
+
+        (g_clip, g_klip), (v_phi, v_clip), kill = check(lp, old, adv, options)
+    assert 0.05 < float(kill.mean()) < 0.6
+    if "dual_clip" in options:
+        dual = (adv < 0) & (np.exp(lp - old) > options["dual_clip"])
+        assert dual.sum() > 20 and np.all(np.asarray(kill)[dual])
+    np.testing.assert_allclose(g_klip, g_clip, rtol=1e-13, atol=1e-16)
+    assert np.all(np.asarray(g_clip)[np.asarray(kill)] == 0.0)
+    np.testing.assert_allclose(v_phi, v_clip, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_identity_is_bitwise_with_clip_higher_and_dual_clip():
+    lp, old, adv = map(jnp.asarray, numpy_cases(15, 1 << 12, spread=0.75))
+    options = {"clip_eps": 0.2, "clip_eps_high": 0.28, "dual_clip": 2.0}
+
+    @jax.jit
+    def grads(lp):
+        g_clip = jax.grad(lambda q: losses.ppo_clip(q, old, adv, **options).mean())
+        g_klip = jax.grad(lambda q: losses.klip(q, old, adv, **options).mean())
+        return g_clip(lp), g_klip(lp)
+
+    g_clip, g_klip = grads(lp)
+    assert float(jnp.max(jnp.abs(g_clip - g_klip))) == 0.0
+
+
+def test_soft_min_is_exactly_zero_at_zero_advantage():
+    def soft_min(p):
+        zeros = jnp.zeros(3)
+        return losses.soft_min_clip(p, zeros, zeros, clip_eps=EPS, softness=0.1)
+
+    lp = jnp.log(jnp.array([0.5, 1.0, 1.5]))
+    value, grad = jax.jit(
+        lambda p: (soft_min(p), jax.grad(lambda q: soft_min(q).sum())(p))
+    )(lp)
+    assert value.tolist() == [0.0, 0.0, 0.0]
+    assert grad.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_masked_statistics_count_only_valid_tokens():
+    lp, old, adv = numpy_cases(16, (8, 32))
+    lengths = np.array([32, 20, 9, 1, 0, 32, 5, 17])
+    mask = np.arange(32)[None, :] < lengths[:, None]
+    # Padded tokens hold wild values that would dominate every statistic.
+    lp = np.where(mask, lp, old + 3.0)
+    options = {"clip_eps": 0.2, "clip_eps_high": 0.28, "dual_clip": 3.0}
+
+    @jax.jit
+    def statistics(lp, old, adv, mask):
+        return (
+            losses.partition_fractions(lp, old, adv, mask=mask, **options),
+            losses.beta_stats(lp, old, adv, mask=mask, **options),
+            losses.approx_kl(lp, old, mask=mask),
+            losses.clip_fraction(lp, old, clip_eps=0.2, clip_eps_high=0.28, mask=mask),
+        )
+
+    fractions, stats, kl, clipped = statistics(lp, old, adv, mask)
+    flat = tuple(jnp.asarray(x[mask], jnp.float32) for x in (lp, old, adv))
+    expected_fractions, beta, kill = jax.jit(
+        lambda *data: (
+            losses.partition_fractions(*data, **options),
+            losses.klip_beta(*data, **options),
+            losses.partition(*data, **options).kill,
+        )
+    )(*flat)
+    np.testing.assert_allclose(fractions, expected_fractions, rtol=1e-6)
+    beta, kill = np.asarray(beta), np.asarray(kill)
+    np.testing.assert_allclose(stats.mean, beta.mean(), rtol=1e-5)
+    np.testing.assert_allclose(stats.p50, np.percentile(beta, 50), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats.p90, np.percentile(beta, 90), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        stats.kill_abs_mean, np.abs(beta[kill]).mean(), rtol=1e-5
+    )
+    w = np.exp(np.asarray(flat[0], np.float64) - np.asarray(flat[1], np.float64))
+    np.testing.assert_allclose(kl, np.mean(w - 1 - np.log(w)), rtol=1e-4)
+    np.testing.assert_allclose(clipped, np.mean((w > 1.28) | (w < 0.8)), rtol=1e-6)
+    # an all-padding batch gives zeros, not NaN
+    for value in jax.tree.leaves(statistics(lp, old, adv, np.zeros_like(mask))):
+        assert float(value) == 0.0
+
+
+def test_per_sample_options_must_broadcast_to_the_inputs():
+    x = jnp.zeros((4, 8))
+
+    def traced(fn, **options):
+        # raised while tracing, before anything is compiled or run
+        return jax.jit(lambda x: fn(x, x, x, **options))(x)
+
+    with pytest.raises(ValueError, match="clip_eps_high"):
+        traced(losses.ppo_clip, clip_eps=0.2, clip_eps_high=jnp.full((3, 8), 0.2))
+    with pytest.raises(ValueError, match="clip_eps"):
+        traced(losses.klip, clip_eps=jnp.full((2, 4, 8), 0.2))
+    with pytest.raises(ValueError, match="mask"):
+        traced(losses.partition_fractions, clip_eps=0.2, mask=jnp.ones((4, 7), bool))
+    with pytest.raises(ValueError, match="extra_beta"):
+        traced(losses.klip, clip_eps=0.2, extra_beta=jnp.zeros(5))
+    with pytest.raises(ValueError, match="SampleGate"):
+        traced(losses.klip, clip_eps=0.2, context=jnp.zeros((4, 8)))

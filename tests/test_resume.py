@@ -2,6 +2,7 @@
 uninterrupted run; two invocations of one config agree bit for bit."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,16 @@ ARGS = [
 EVERY = ["--checkpoint-every", "4"]
 
 
+CACHE = {}  # the module's compilation cache: each run after the first loads from it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    CACHE["dir"] = str(tmp_path_factory.mktemp("xla-cache"))
+    yield
+    CACHE.clear()
+
+
 def klipjax(*args, **kwargs):
     return subprocess.Popen(
         [sys.executable, "-m", "klipjax", "train", *args],
@@ -35,6 +46,7 @@ def klipjax(*args, **kwargs):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "KLIPJAX_CACHE_DIR": CACHE.get("dir", "")},
         **kwargs,
     )
 

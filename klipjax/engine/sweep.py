@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -101,23 +102,50 @@ def build(
     """
     num_runs = run_table.num_runs(table)
     paths = run_table.code_paths(table)
-    if trainer is None:
-        trainer = make_trainer(config, paths)
-    elif not trainer.paths.covers(paths):
+    if trainer is not None and not trainer.paths.covers(paths):
         raise ConfigError(
             f"the trainer was compiled for {trainer.paths} but the runs take {paths}"
         )
     chunk = choose_chunk(config.num_updates, chunk_updates, checkpoint_every)
+    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else num_runs
+    parallel = min(parallel_runs or default, num_runs)
+    if trainer is None:
+        init, run_all = _cached_program(
+            config, paths, chunk, parallel, num_runs, make_trainer
+        )
+    else:
+        init, run_all = _jitted_program(trainer, chunk, parallel, num_runs)
     hparams = table
     sharding = _run_sharding(num_runs)
     if sharding is not None:
         hparams = jax.device_put(hparams, sharding)
+    return SweepProgram(
+        config=config,
+        hparams=hparams,
+        init=init,
+        run_chunk=run_all,
+        chunk_updates=chunk,
+        num_chunks=-(-config.num_updates // chunk),
+        parallel_runs=parallel,
+    )
 
+
+@functools.lru_cache(maxsize=8)
+def _cached_program(config, paths, chunk, parallel, num_runs, factory):
+    """The jitted pieces of a sweep shape, kept so that a later sweep of the same
+    shape in this process (new values, same config) reuses their compilation."""
+    return _jitted_program(factory(config, paths), chunk, parallel, num_runs)
+
+
+def forget_programs() -> None:
+    """Drops the kept programs (an environment id was registered anew)."""
+    _cached_program.cache_clear()
+
+
+def _jitted_program(trainer: Trainer, chunk: int, parallel: int, num_runs: int):
     def run_chunk(runner, hp):
         return trainer.run_chunk(runner, hp, chunk)
 
-    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else num_runs
-    parallel = min(parallel_runs or default, num_runs)
     if parallel < num_runs:
         # Groups of ``parallel`` runs, one after another inside the program: the
         # transient memory (rollouts, minibatches) is that of one group.
@@ -127,16 +155,7 @@ def build(
             )
     else:
         run_all = jax.vmap(run_chunk)
-
-    return SweepProgram(
-        config=config,
-        hparams=hparams,
-        init=jax.jit(jax.vmap(trainer.init)),
-        run_chunk=jax.jit(run_all, donate_argnums=0),
-        chunk_updates=chunk,
-        num_chunks=-(-config.num_updates // chunk),
-        parallel_runs=parallel,
-    )
+    return jax.jit(jax.vmap(trainer.init)), jax.jit(run_all, donate_argnums=0)
 
 
 def compile_to_fit(

@@ -41,6 +41,9 @@ def register(env_id: str, factory: Callable[[], tuple[Any, Any]]) -> None:
     reward, terminated, truncated, info)`` with ``info["final_observation"]``.
     """
     _REGISTRY[env_id] = factory
+    from klipjax.engine import sweep  # programs built for an earlier factory go stale
+
+    sweep.forget_programs()
 
 
 def registered_ids() -> list[str]:
