@@ -68,3 +68,4 @@ def test_an_env_that_cannot_be_built_is_a_clean_error(capsys, tmp_path):
         == 2
     )
     assert "could not be built" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # no empty run directory is left

@@ -177,6 +177,7 @@ def train(
     out = None if out_dir is None else Path(out_dir)
     if out is None and (resume or checkpoint_every):
         raise ConfigError("resume and checkpoint_every need an out_dir")
+    created = out is not None and not out.exists()
     if out is not None:
         _prepare_out_dir(out, resume)
         if resume:
@@ -199,7 +200,12 @@ def train(
             trainer=trainer,
         )
 
-    program = build(parallel_runs)
+    try:
+        program = build(parallel_runs)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # nothing half-made is left behind by a sweep that never ran
+        raise
     options["chunk_updates"] = program.chunk_updates  # a resume must reuse it
     checkpointer, runner, metrics, start_chunk = None, None, None, 0
     if out is not None:
