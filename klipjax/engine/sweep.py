@@ -18,9 +18,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from klipjax import envs
 from klipjax.config import run_table
 from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
+from klipjax.core.variants import LOSSES
 from klipjax.engine import memory
 from klipjax.engine.trainer import Metrics, Runner, Trainer, make_trainer
 
@@ -111,7 +113,13 @@ def build(
     parallel = min(parallel_runs or default, num_runs)
     if trainer is None:
         init, run_all = _cached_program(
-            config, paths, chunk, parallel, num_runs, make_trainer
+            config,
+            paths,
+            chunk,
+            parallel,
+            num_runs,
+            make_trainer,
+            envs.factory_of(config.env),
         )
     else:
         init, run_all = _jitted_program(trainer, chunk, parallel, num_runs)
@@ -131,15 +139,12 @@ def build(
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_program(config, paths, chunk, parallel, num_runs, factory):
+def _cached_program(config, paths, chunk, parallel, num_runs, factory, env_factory):
     """The jitted pieces of a sweep shape, kept so that a later sweep of the same
-    shape in this process (new values, same config) reuses their compilation."""
+    shape in this process (new values, same config) reuses their compilation.
+    ``env_factory`` is part of the key only: an id registered anew is a new env."""
+    del env_factory
     return _jitted_program(factory(config, paths), chunk, parallel, num_runs)
-
-
-def forget_programs() -> None:
-    """Drops the kept programs (an environment id was registered anew)."""
-    _cached_program.cache_clear()
 
 
 def _jitted_program(trainer: Trainer, chunk: int, parallel: int, num_runs: int):
@@ -293,8 +298,6 @@ def max_param_difference(params: Any, run_a: int, run_b: int) -> float:
 def identity_pairs(table: HParams) -> list[tuple[int, int]]:
     """``(ppo_clip run, klip run)`` index pairs that differ only in the loss: the
     theorem says their training is identical."""
-    from klipjax.core.variants import LOSSES
-
     clip, klip = LOSSES.index("ppo_clip"), LOSSES.index("klip")
     rest = np.stack(
         [

@@ -41,9 +41,12 @@ def register(env_id: str, factory: Callable[[], tuple[Any, Any]]) -> None:
     reward, terminated, truncated, info)`` with ``info["final_observation"]``.
     """
     _REGISTRY[env_id] = factory
-    from klipjax.engine import sweep  # programs built for an earlier factory go stale
 
-    sweep.forget_programs()
+
+def factory_of(env_id: str) -> Callable[[], tuple[Any, Any]] | None:
+    """The ``register``ed factory of ``env_id`` (None for gymnax and Brax ids): what
+    an id means can change when it is registered anew."""
+    return _REGISTRY.get(env_id)
 
 
 def registered_ids() -> list[str]:

@@ -96,12 +96,12 @@ class Results:
         the updates in the last 10% of env steps that ended an episode (NaN if none)."""
         return tables.final_returns(self.metrics, self.config.env_steps)
 
-    def settings(self) -> list[dict[str, Any]]:
+    def settings(self, finals: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Per setting (seeds pooled), its label, values, final-return statistics
-        and the final return of each seed (``summary.json``'s ``settings``)."""
-        return tables.group_final_returns(
-            self.hparams, self.varying, self.final_returns()
-        )
+        and the final return of each seed (``summary.json``'s ``settings``);
+        ``finals`` are ``final_returns()`` if already computed."""
+        finals = self.final_returns() if finals is None else finals
+        return tables.group_final_returns(self.hparams, self.varying, finals)
 
     def summary(self) -> pd.DataFrame:
         """One row per setting (the loss and varying hyperparameters), seeds pooled:
@@ -140,7 +140,7 @@ class Results:
             "swept": list(self.varying),
             **self.timing,
             "identity": self.identity,
-            "settings": self.settings(),
+            "settings": self.settings(finals),
             "runs": runs,
         }
 
