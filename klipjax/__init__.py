@@ -7,11 +7,16 @@ A sweep is one compiled program over a run table::
                    kj.grid(loss=["ppo_clip", "klip"], clip_eps=[0.1, 0.2], seeds=5))
     res.frame()    # pandas: one row per (run, update)
     res.summary()  # one row per setting, seeds pooled
+    policy = res.policy(0)           # pure JAX: policy.act(obs)
+    kj.evaluate(policy, episodes=100)
+    policy.save("policy/")           # kj.load_policy("policy/") anywhere
 
 ``klipjax.losses`` holds the pure loss functions, importable on their own.
+``klipjax.stats`` compares variants over seeds: IQM, bootstrap confidence
+intervals, probability of improvement, performance profiles.
 """
 
-from klipjax import losses
+from klipjax import losses, stats
 from klipjax.config import (
     CodePaths,
     Config,
@@ -25,10 +30,12 @@ from klipjax.config import (
     sample,
     uniform,
 )
+from klipjax.engine.evaluation import evaluate
 from klipjax.engine.trainer import Metrics, Runner, Trainer, make_trainer
 from klipjax.engine.training import train
 from klipjax.envs import register
 from klipjax.outputs.results import Results, load
+from klipjax.policy import Policy, load_policy
 
 __version__ = "0.1.0"
 __all__ = [
@@ -37,20 +44,24 @@ __all__ = [
     "ConfigError",
     "HParams",
     "Metrics",
+    "Policy",
     "Results",
     "Runner",
     "Trainer",
     "__version__",
     "choice",
     "concat",
+    "evaluate",
     "grid",
     "hparams",
     "load",
+    "load_policy",
     "loguniform",
     "losses",
     "make_trainer",
     "register",
     "sample",
+    "stats",
     "train",
     "uniform",
 ]

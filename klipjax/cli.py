@@ -1,4 +1,6 @@
-"""Command line: ``klipjax train``, ``reproduce`` and ``plot``.
+"""Command line: ``klipjax train``, ``reproduce``, ``plot``, for a trained
+policy ``evaluate``, ``export`` and ``render``, and across runs ``compare`` and
+``log``.
 
 A shell over the library: parse arguments, call ``klipjax.train``, print. All
 printing lives here, and only here are errors turned into exit codes.
@@ -70,8 +72,11 @@ def _experiment(args) -> tuple[config_files.Experiment, Path, bool]:
     return experiment, Path(args.out) if args.out else _default_out(), False
 
 
-def run_experiment(experiment: config_files.Experiment, out: Path, resume: bool):
-    """Trains one sweep into ``out`` with a progress bar; returns its ``Results``."""
+def run_experiment(
+    experiment: config_files.Experiment, out: Path, resume: bool, log=None
+):
+    """Trains one sweep into ``out`` with a progress bar (``log``: trackers to
+    write every run to); returns its ``Results``."""
     from klipjax.engine.training import train  # jax only after the arguments parse
 
     config = experiment.config
@@ -86,6 +91,7 @@ def run_experiment(experiment: config_files.Experiment, out: Path, resume: bool)
         out_dir=out,
         resume=resume,
         progress=True,
+        log=log,
         **experiment.options,
     )
 
@@ -96,7 +102,7 @@ def _exit_code(results) -> int:
 
 def train_command(args) -> int:
     experiment, out, resume = _experiment(args)
-    results = run_experiment(experiment, out, resume)
+    results = run_experiment(experiment, out, resume, log=args.log)
     if results.complete:
         _print_summary(results, out)
     else:
@@ -129,7 +135,7 @@ def reproduce_command(args) -> int:
             experiment = config_files.load(group_dir / "config.yaml")
         else:
             experiment = report.group_experiment(name, args.quick)
-        results = run_experiment(experiment, group_dir, resume)
+        results = run_experiment(experiment, group_dir, resume, log=args.log)
         if not results.complete:
             console.print(
                 f"continue with: klipjax reproduce {' '.join(names)} --out {out}",
@@ -146,6 +152,10 @@ def _print_summary(results, out: Path) -> None:
     table.add_column("setting")
     table.add_column("mean ± std", justify="right")
     table.add_column("seeds", justify="right")
+    episodes = results.config.final_eval_episodes
+    evaluated = results.settings(results.final_evaluation())
+    if episodes:
+        table.add_column(f"greedy eval ({episodes} ep.)", justify="right")
     table.add_column("status")
     from klipjax.config.run_table import run_values
     from klipjax.outputs.tables import setting_label
@@ -155,18 +165,23 @@ def _print_summary(results, out: Path) -> None:
         if status == "diverged":
             label = setting_label(run_values(results.hparams, run), results.varying)
             diverged[label] = diverged.get(label, 0) + 1
-    for setting in results.settings():
+
+    def mean_std(setting) -> str:
+        mean, std = setting["mean"], setting["std"]
+        return "nan" if mean is None or math.isnan(mean) else f"{mean:.1f} ± {std:.1f}"
+
+    for setting, greedy in zip(results.settings(), evaluated):
         label = setting["setting"]
         status = f"{diverged[label]} diverged" if label in diverged else "ok"
-        mean, std = setting["mean"], setting["std"]
-        value = "nan" if mean is None or math.isnan(mean) else f"{mean:.1f} ± {std:.1f}"
-        table.add_row(label, value, str(setting["seeds"]), status)
+        row = [label, mean_std(setting), str(setting["seeds"])]
+        table.add_row(*row, *([mean_std(greedy)] if episodes else []), status)
     console.print(table)
     timing = results.timing
     rate = timing["env_steps_per_second"]
     rate_text = f"{rate:,.0f} env-steps/s" if rate else "n/a"
     console.print(
         f"wall {timing['wall_seconds']:.1f} s, compile {timing['compile_seconds']:.1f} s, "
+        f"evaluation {timing.get('eval_seconds', 0.0):.1f} s, "
         f"{rate_text} (all runs, after compile)",
         highlight=False,
     )
@@ -196,25 +211,268 @@ def _print_summary(results, out: Path) -> None:
 
 
 def plot_command(args) -> int:
-    from klipjax.outputs import plots
-    from klipjax.outputs.results import PANEL_METRICS, load
+    from klipjax.outputs.results import load
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "metrics.parquet").is_file():
         raise UsageError(
             f"{str(run_dir)!r} is not a run directory (no metrics.parquet)"
         )
-    results = load(run_dir)
-    frame, swept = results.frame(), results.varying
-    plots.plot_curves(
-        frame, run_dir / "curves.png", swept=swept, title=results.config.env
+    drawn = load(run_dir).draw(run_dir)
+    console.print(f"wrote {', '.join(str(p) for p in drawn)}", highlight=False)
+    return 0
+
+
+def _policy(source: str, run: int | None):
+    """The policy in a policy directory, or run ``run`` of a run directory."""
+    from klipjax.outputs.results import CONFIG_FILE, load
+    from klipjax.policy import POLICY_FILE, load_policy
+
+    path = Path(source)
+    if (path / POLICY_FILE).is_file():
+        if run is not None:
+            raise UsageError(
+                f"{source} is a policy directory: it holds one policy, no --run"
+            )
+        return load_policy(path), {}
+    if not (path / CONFIG_FILE).is_file():
+        raise UsageError(
+            f"{source!r} is neither a run directory ({CONFIG_FILE}) nor a policy "
+            f"directory ({POLICY_FILE})"
+        )
+    results = load(path)
+    if run is None:
+        if results.num_runs != 1:
+            raise UsageError(
+                f"{source} holds {results.num_runs} runs: choose one with --run "
+                f"(0..{results.num_runs - 1})"
+            )
+        run = 0
+    policy = results.policy(run)
+    summary = results.summary_dict()["runs"][run]
+    return policy, {"run_dir": str(path.resolve()), **summary}
+
+
+def evaluate_command(args) -> int:
+    from klipjax.engine.evaluation import evaluate
+
+    policy, _ = _policy(args.source, args.run)
+    mode = "sampled" if args.stochastic else "greedy"
+    returns, lengths = evaluate(
+        policy, args.episodes, seed=args.seed, deterministic=not args.stochastic
     )
-    present = [m for m in PANEL_METRICS if m in frame.columns]
-    plots.plot_metric_panels(frame, run_dir / "diagnostics.png", present, swept=swept)
     console.print(
-        f"wrote {run_dir}/curves.png and {run_dir}/diagnostics.png", highlight=False
+        f"{policy.spec.env}, {args.episodes} episodes, {mode} actions: return "
+        f"{returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, "
+        f"max {returns.max():g}), length {lengths.mean():.1f}",
+        highlight=False,
     )
     return 0
+
+
+def export_command(args) -> int:
+    policy, source = _policy(args.run_dir, args.run)
+    out = policy.save(args.out, source=source)
+    console.print(
+        f"run {source.get('run', 0)} of {args.run_dir} -> {out}/ "
+        "(load it with klipjax.load_policy)",
+        highlight=False,
+    )
+    return 0
+
+
+def render_command(args) -> int:
+    from klipjax.outputs.render import render
+
+    policy, _ = _policy(args.source, args.run)
+    drawn = render(
+        policy,
+        args.out,
+        seed=args.seed,
+        deterministic=not args.stochastic,
+        max_frames=args.max_frames,
+    )
+    console.print(
+        f"episode return {drawn['return']:g} over {drawn['length']} steps; "
+        f"{drawn['frames']} frames -> {drawn['path']}",
+        highlight=False,
+    )
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 1")
+    return value
+
+
+def _add_policy_commands(commands) -> None:
+    source_help = "a run directory (with --run) or a policy directory"
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="play episodes with a trained policy and print its return",
+        description="Evaluate a run's final policy, or an exported one, on fresh "
+        "episodes of its env.",
+    )
+    evaluate.add_argument("source", metavar="DIR", help=source_help)
+    evaluate.add_argument("--run", type=_non_negative, help="run index in a sweep")
+    evaluate.add_argument("--episodes", type=_positive, default=100)
+    evaluate.add_argument("--seed", type=_non_negative, default=0)
+    evaluate.add_argument(
+        "--stochastic", action="store_true", help="sample actions (default: greedy)"
+    )
+    evaluate.set_defaults(handler=evaluate_command)
+    export = commands.add_parser(
+        "export",
+        help="write one run's policy to a self-describing directory",
+        description="Export a run's actor, observation normalisation and action "
+        "space to POLICY_DIR (policy.json + actor.npz; no pickle).",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--run", type=_non_negative, help="run index in a sweep")
+    export.add_argument("--out", required=True, metavar="POLICY_DIR")
+    export.set_defaults(handler=export_command)
+    render = commands.add_parser(
+        "render",
+        help="draw one episode of a policy (GIF for gymnax, HTML for Brax)",
+        description="Play one greedy episode and draw it: a .gif through gymnax's "
+        "visualiser, or a .html through brax's renderer.",
+    )
+    render.add_argument("source", metavar="DIR", help=source_help)
+    render.add_argument("--run", type=_non_negative, help="run index in a sweep")
+    render.add_argument("--out", required=True, metavar="FILE", help=".gif or .html")
+    render.add_argument("--seed", type=_non_negative, default=0)
+    render.add_argument("--max-frames", type=_positive, help="draw at most N steps")
+    render.add_argument(
+        "--stochastic", action="store_true", help="sample actions (default: greedy)"
+    )
+    render.set_defaults(handler=render_command)
+
+
+def _score_ranges(texts: list[str] | None) -> dict[str, tuple[float, float]]:
+    """``--range ENV=LOW:HIGH`` options as ``{env: (low, high)}``."""
+    ranges = {}
+    for text in texts or ():
+        task, _, bounds = text.rpartition("=")
+        low, _, high = bounds.partition(":")
+        try:
+            ranges[task] = (float(low), float(high))
+        except ValueError:
+            raise UsageError(f"--range {text!r}: expected ENV=LOW:HIGH") from None
+        if not task:
+            raise UsageError(f"--range {text!r}: expected ENV=LOW:HIGH")
+    return ranges
+
+
+def compare_command(args) -> int:
+    from klipjax.outputs import compare
+
+    comparison = compare.compare(
+        args.run_dirs,
+        baseline=args.baseline,
+        score=args.score,
+        ranges=_score_ranges(args.range),
+    )
+    header, rows = compare.table_rows(comparison)
+    table = Table(
+        title=f"{comparison.score} on {', '.join(comparison.tasks)}",
+        caption=compare.describe(comparison),
+    )
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index in (0, 5) else "right")
+    for cells in rows:
+        table.add_row(*map(escape, cells))
+    console.print(table)
+    for note in comparison.notes:
+        console.print(f"note: {note}", highlight=False)
+    out = Path(args.out) if args.out else _default_out("compare-")
+    paths = compare.write(comparison, out)
+    names = ", ".join(path.name for path in paths)
+    console.print(f"wrote {names} in {out}/", highlight=False)
+    return 0
+
+
+def log_command(args) -> int:
+    from klipjax.outputs import tracking
+    from klipjax.outputs.results import METRICS_FILE, load
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / METRICS_FILE).is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no {METRICS_FILE})")
+    results = load(run_dir)
+    if args.to == "tensorboard":
+        destination = tracking.TensorBoard(dir=args.out)
+    else:
+        destination = tracking.WandB(dir=args.out)
+    logged = tracking.log_results(results, destination, run_dir=run_dir)
+    if logged.failures:
+        raise UsageError(logged.failures[0])
+    console.print(
+        f"logged {results.num_runs} runs x {logged.logged} updates of {run_dir}",
+        highlight=False,
+    )
+    return 0
+
+
+def _add_log_option(parser) -> None:
+    parser.add_argument(
+        "--log",
+        action="append",
+        choices=("tensorboard", "wandb"),
+        help="also log every run, live, to TensorBoard (RUN_DIR/tensorboard) or "
+        "W&B (WANDB_MODE=offline for local files); repeat for both",
+    )
+
+
+def _add_analysis_commands(commands) -> None:
+    from klipjax.outputs.compare import SCORES
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare settings: IQM, 95%% CIs, P(improvement) over a baseline",
+        description="Compare the settings of run directories by the IQM of their "
+        "runs' scores with stratified bootstrap confidence intervals over seeds, "
+        "and the probability of improving on a baseline; writes compare.md, "
+        "compare.json, intervals.png and profiles.png.",
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument(
+        "--baseline", metavar="SETTING", help="setting label (default: the first)"
+    )
+    compare.add_argument(
+        "--score", choices=SCORES, default="final_return", help="per-run score"
+    )
+    compare.add_argument(
+        "--range",
+        action="append",
+        metavar="ENV=LOW:HIGH",
+        help="a task's score range, mapped to [0, 1] before tasks are pooled "
+        "(default: the min and max of its runs)",
+    )
+    compare.add_argument("--out", help="directory (default runs/compare-<timestamp>)")
+    compare.set_defaults(handler=compare_command)
+    log = commands.add_parser(
+        "log",
+        help="log a finished run directory to TensorBoard or W&B",
+        description="Write every run of RUN_DIR (metrics.parquet) to TensorBoard or "
+        "W&B, as --log does during training.",
+    )
+    log.add_argument("run_dir", metavar="RUN_DIR")
+    log.add_argument("--to", required=True, choices=("tensorboard", "wandb"))
+    log.add_argument(
+        "--out",
+        metavar="DIR",
+        help="log directory (default RUN_DIR/tensorboard; W&B: RUN_DIR/wandb)",
+    )
+    log.set_defaults(handler=log_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint every N updates (always on interrupt and at the end)",
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    _add_log_option(train)
     train.set_defaults(handler=train_command)
     reproduce = commands.add_parser(
         "reproduce",
@@ -258,10 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--out", help="directory (default runs/reproduce-<timestamp>)"
     )
+    _add_log_option(reproduce)
     reproduce.set_defaults(handler=reproduce_command)
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("run_dir")
     plot.set_defaults(handler=plot_command)
+    _add_policy_commands(commands)
+    _add_analysis_commands(commands)
     return parser
 
 

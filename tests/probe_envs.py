@@ -58,4 +58,48 @@ def constant_reward(max_steps=5, terminate_at=0):
     return factory
 
 
-__all__ = ["ConstantReward", "constant_reward"]
+class ActionReward(environment.Environment):
+    """Reward = the action taken (discrete 0/1, or a Box action in [-1, 1]),
+    constant observation, episodes of ``max_steps_in_episode`` steps or terminated
+    after ``terminate_at``: a policy's return is known from its action alone."""
+
+    def __init__(self, continuous: bool = False):
+        super().__init__()
+        self.continuous = continuous
+
+    @property
+    def default_params(self):
+        return ProbeParams()
+
+    def step_env(self, key, state, action, params):
+        state = ProbeState(time=state.time + 1)
+        terminated = jnp.logical_and(
+            params.terminate_at > 0, state.time >= params.terminate_at
+        )
+        reward = jnp.sum(jnp.asarray(action, jnp.float32))
+        return self.get_obs(state), state, reward, terminated, {}
+
+    def reset_env(self, key, params):
+        state = ProbeState(time=0)
+        return self.get_obs(state), state
+
+    def get_obs(self, state, params=None, key=None):
+        return jnp.zeros((1,), jnp.float32)
+
+    def action_space(self, params=None):
+        if self.continuous:
+            return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+        return spaces.Discrete(2)
+
+    def observation_space(self, params):
+        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+
+def action_reward(max_steps=5, terminate_at=0, continuous=False):
+    def factory():
+        return ActionReward(continuous), ProbeParams(max_steps, terminate_at)
+
+    return factory
+
+
+__all__ = ["ActionReward", "ConstantReward", "action_reward", "constant_reward"]

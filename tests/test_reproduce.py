@@ -31,7 +31,18 @@ def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
     )
     report = (out / "REPORT.md").read_text()
     assert "QUICK mode" in report
-    assert "| CartPole-v1 |" in report and "(paper 478 ± 18)" in report
+    # one row per task and variant: IQM, its 95% CI, mean, seeds, P(> PPO-Clip),
+    # the IQM of the greedy final evaluation and the paper's mean ± std
+    assert "| task | env steps | variant | IQM | 95% CI | mean | n |" in report
+    row = next(line for line in report.splitlines() if "| fixed beta |" in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == "CartPole-v1" and cells[6] == "2" and cells[-1] == "484 ± 23"
+    assert cells[4].startswith("[") and cells[7][0] in "01"  # a CI; a probability
+    assert 0 < float(cells[8]) <= 500  # the greedy evaluation's IQM
+    assert "| CartPole-v1 | 1k (paper 100k) | PPO-Clip |" in report
+    baseline = next(line for line in report.splitlines() if "| baseline |" in line)
+    assert baseline.endswith("| 478 ± 18 |")
+    assert "| setting | beta | IQM | 95% CI | mean | n |" in report
     assert (
         "| 1k (paper 100k) |" in report
     )  # a shorter budget than the paper's is flagged

@@ -33,6 +33,12 @@ class Config:
         minibatch_size: Samples per gradient step; divides ``num_envs*num_steps``.
         hidden_sizes: Hidden layer widths of the actor and of the critic MLPs.
         identity_check: Record ``max |grad PPO-Clip - grad KLip|`` per update.
+        eval_every: Updates between evaluations of every run's policy (0: only the
+            final one); a multiple of the chunk size, so evaluations fall between
+            compiled chunks.
+        eval_episodes: Episodes per periodic evaluation, in each mode.
+        final_eval_episodes: Episodes of the evaluation after the last update, in
+            each mode (0: none).
     """
 
     env: str = "CartPole-v1"
@@ -43,6 +49,9 @@ class Config:
     minibatch_size: int = 64
     hidden_sizes: tuple[int, ...] = (64, 64)
     identity_check: bool = False
+    eval_every: int = 0
+    eval_episodes: int = 10
+    final_eval_episodes: int = 100
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise the checked values in place
@@ -56,6 +65,9 @@ class Config:
         set_(self, "env", _checked_env(self.env))
         for key in ("total_steps", "num_envs", "num_steps", "epochs", "minibatch_size"):
             set_(self, key, checks.as_int(key, getattr(self, key)))
+        for key in ("eval_every", "final_eval_episodes"):
+            set_(self, key, checks.as_int(key, getattr(self, key), 0))
+        set_(self, "eval_episodes", checks.as_int("eval_episodes", self.eval_episodes))
         sizes = self.hidden_sizes
         sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
         set_(

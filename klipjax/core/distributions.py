@@ -37,6 +37,10 @@ class Categorical(NamedTuple):
     def sample(self, key, dist_params):
         return self.sample_with(self.noise(key, dist_params.shape[:-1]), dist_params)
 
+    def mode(self, dist_params):
+        """The most likely action (greedy evaluation)."""
+        return jnp.argmax(dist_params, axis=-1)
+
     def log_prob(self, dist_params, action):
         log_p = jax.nn.log_softmax(dist_params)
         return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), -1)[
@@ -75,6 +79,10 @@ class DiagonalGaussian(NamedTuple):
 
     def sample(self, key, dist_params):
         return self.sample_with(self.noise(key, dist_params.shape[:-1]), dist_params)
+
+    def mode(self, dist_params):
+        """The mean action (greedy evaluation)."""
+        return self.split(dist_params)[0]
 
     def log_prob(self, dist_params, action):
         mean, log_std = self.split(dist_params)

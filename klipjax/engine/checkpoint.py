@@ -14,7 +14,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from klipjax.engine.trainer import Metrics, Runner
+from klipjax.core.normalization import RunningStats
+from klipjax.engine.sweep import METRIC_NAMES
+from klipjax.engine.trainer import Runner
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -35,7 +37,7 @@ class SweepCheckpointer:
         """Starts an asynchronous save. The arrays are copied to the host first, so
         the next chunk may reuse (donate) the device buffers at once."""
         host_runner = jax.device_get(runner)
-        host_metrics = {name: np.asarray(metrics[name]) for name in Metrics._fields}
+        host_metrics = {name: np.asarray(metrics[name]) for name in METRIC_NAMES}
         self.manager.save(
             chunks_done,
             args=ocp.args.Composite(
@@ -54,7 +56,7 @@ class SweepCheckpointer:
         num_runs = jax.tree.leaves(abstract_runner)[0].shape[0]
         abstract_metrics = {
             name: jax.ShapeDtypeStruct((num_runs, updates_done), np.float32)
-            for name in Metrics._fields
+            for name in METRIC_NAMES
         }
         restored = self.manager.restore(
             step,
@@ -87,10 +89,10 @@ def abstract_runner(init, hparams) -> Runner:
     return jax.tree.map(with_sharding, shapes)
 
 
-def latest_params(run_dir: str | Path):
-    """The parameters of every run (``[runs, ...]`` numpy leaves) in the latest
-    checkpoint under ``run_dir``, or None if it has none. Needs no model: the tree
-    is read as saved."""
+def latest_state(run_dir: str | Path) -> tuple | None:
+    """``(params, obs_stats)`` of every run (``[runs, ...]`` numpy leaves) in the
+    latest checkpoint under ``run_dir``, or None if it has none. Needs no model: the
+    tree is read as saved."""
     directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
     with ocp.CheckpointManager(directory) as manager:
         step = manager.latest_step()
@@ -100,5 +102,11 @@ def latest_params(run_dir: str | Path):
             step, args=ocp.args.Composite(runner=ocp.args.StandardRestore())
         )
     runner = restored.runner
-    params = runner["params"] if isinstance(runner, dict) else runner.params
-    return jax.tree.map(np.asarray, params)
+    if not isinstance(runner, dict):
+        runner = runner._asdict()
+    stats = runner["obs_stats"]
+    if isinstance(stats, dict):  # a NamedTuple reads back as a mapping
+        stats = RunningStats(stats["mean"], stats["var"], stats["count"])
+    elif isinstance(stats, (list, tuple)):
+        stats = RunningStats(*stats)
+    return jax.tree.map(np.asarray, (runner["params"], stats))

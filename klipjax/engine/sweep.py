@@ -9,8 +9,10 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -24,7 +26,7 @@ from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
 from klipjax.core.variants import LOSSES
 from klipjax.engine import memory
-from klipjax.engine.trainer import Metrics, Runner, Trainer, make_trainer
+from klipjax.engine.trainer import Evaluation, Metrics, Runner, Trainer, make_trainer
 
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
 MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
@@ -32,6 +34,10 @@ MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
 # the CartPole preset ran at 81k env-steps/s with 64 runs at a time against 71k with
 # all 256 at once (2-core x86-64, docs/benchmarks.md). Accelerators take every run.
 CPU_PARALLEL_RUNS = 64
+# Per-update columns filled between chunks (NaN where no evaluation was made): the
+# mean return of an evaluation with sampled actions, and with the most likely ones.
+EVAL_METRICS = ("eval_return", "eval_return_det")
+METRIC_NAMES = Metrics._fields + EVAL_METRICS
 
 
 def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0) -> int:
@@ -66,6 +72,7 @@ class SweepProgram(NamedTuple):
     hparams: HParams
     init: Callable[[HParams], Runner]
     run_chunk: Callable[[Runner, HParams], tuple[Runner, Metrics]]
+    evaluate: Callable[..., Evaluation]  # (runner, hparams, episodes=...) per run
     chunk_updates: int
     num_chunks: int
     parallel_runs: int  # runs advanced at once (all of them unless memory is short)
@@ -108,12 +115,23 @@ def build(
         raise ConfigError(
             f"the trainer was compiled for {trainer.paths} but the runs take {paths}"
         )
-    chunk = choose_chunk(config.num_updates, chunk_updates, checkpoint_every)
+    align = math.gcd(checkpoint_every, config.eval_every)
+    chunk = choose_chunk(config.num_updates, chunk_updates, align)
+    if config.eval_every and config.eval_every % chunk:
+        raise ConfigError(
+            f"eval_every={config.eval_every}: evaluations fall between compiled "
+            f"chunks, so it must be a multiple of chunk_updates={chunk}"
+        )
     default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else num_runs
     parallel = min(parallel_runs or default, num_runs)
     if trainer is None:
-        init, run_all = _cached_program(
-            config,
+        # When and how long to evaluate is the host's business: the programs are
+        # the same for any evaluation schedule, so it is not part of the key.
+        program_config = dataclasses.replace(
+            config, eval_every=0, eval_episodes=1, final_eval_episodes=0
+        )
+        init, run_all, evaluate = _cached_program(
+            program_config,
             paths,
             chunk,
             parallel,
@@ -122,7 +140,7 @@ def build(
             envs.factory_of(config.env),
         )
     else:
-        init, run_all = _jitted_program(trainer, chunk, parallel, num_runs)
+        init, run_all, evaluate = _jitted_program(trainer, chunk, parallel, num_runs)
     hparams = table
     sharding = _run_sharding(num_runs)
     if sharding is not None:
@@ -132,6 +150,7 @@ def build(
         hparams=hparams,
         init=init,
         run_chunk=run_all,
+        evaluate=evaluate,
         chunk_updates=chunk,
         num_chunks=-(-config.num_updates // chunk),
         parallel_runs=parallel,
@@ -160,7 +179,18 @@ def _jitted_program(trainer: Trainer, chunk: int, parallel: int, num_runs: int):
             )
     else:
         run_all = jax.vmap(run_chunk)
-    return jax.jit(jax.vmap(trainer.init)), jax.jit(run_all, donate_argnums=0)
+
+    def evaluate(runner, hp, *, episodes):
+        # Every run at once: an evaluation holds no rollout buffers.
+        return jax.vmap(functools.partial(trainer.evaluate, episodes=episodes))(
+            runner, hp
+        )
+
+    return (
+        jax.jit(jax.vmap(trainer.init)),
+        jax.jit(run_all, donate_argnums=0),
+        jax.jit(evaluate, static_argnames="episodes"),
+    )
 
 
 def compile_to_fit(
@@ -197,6 +227,7 @@ class ChunkReport(NamedTuple):
     steps_per_second: float | None  # all runs, after the compiling first chunk
     parallel_runs: int = 0  # runs advanced at once
     program_bytes: int = 0  # the compiled chunk's memory: state, outputs, temporaries
+    eval_seconds: float = 0.0  # spent evaluating (compiles included), not in the rate
 
 
 def run(
@@ -217,7 +248,7 @@ def run(
     config = program.config
     num_runs = run_table.num_runs(program.hparams)
     start = time.perf_counter()
-    compile_seconds = 0.0
+    compile_seconds = eval_seconds = 0.0
     if runner is None:
         runner = program.init(program.hparams)
     program, runner, program_bytes = compile_to_fit(program, runner, rebuild)
@@ -240,8 +271,10 @@ def run(
         if index == start_chunk:
             # Setup, compiling and the first call; later calls show the steady speed.
             compile_seconds = time.perf_counter() - start
-        chunks.append(chunk_metrics)
         updates = min((index + 1) * program.chunk_updates, config.num_updates)
+        evaluated = time.perf_counter()
+        chunks.append(_with_evaluation(program, runner, chunk_metrics, updates))
+        eval_seconds += time.perf_counter() - evaluated
         seconds = time.perf_counter() - start
         steady_chunks = index - start_chunk
         report = ChunkReport(
@@ -252,11 +285,12 @@ def run(
             compile_seconds=compile_seconds,
             steps_per_second=steady_chunks
             * steps_per_chunk
-            / (seconds - compile_seconds)
+            / (seconds - compile_seconds - eval_seconds)
             if steady_chunks
             else None,
             parallel_runs=program.parallel_runs,
             program_bytes=program_bytes,
+            eval_seconds=eval_seconds,
         )
         if on_chunk is not None and on_chunk(
             report, runner, _merge(collected, chunks, config.num_updates)
@@ -265,13 +299,43 @@ def run(
     return runner, _merge(collected, chunks, config.num_updates), report
 
 
+def evaluation_episodes(config: Config, updates_done: int) -> int:
+    """Episodes per mode of the evaluation due after ``updates_done`` updates (0:
+    none): the final one after the last update, else a periodic one."""
+    if updates_done >= config.num_updates and config.final_eval_episodes:
+        return config.final_eval_episodes
+    if config.eval_every and updates_done % config.eval_every == 0:
+        return config.eval_episodes
+    return 0
+
+
+def _with_evaluation(
+    program: SweepProgram, runner: Runner, chunk_metrics: Metrics, updates_done: int
+) -> dict[str, np.ndarray]:
+    """A chunk's ``{name: [runs, chunk]}`` metrics, with the evaluation due at its
+    end (if any) in the ``EVAL_METRICS`` columns of its last real update."""
+    columns = {
+        name: np.asarray(getattr(chunk_metrics, name)) for name in Metrics._fields
+    }
+    shape = columns["env_steps"].shape
+    for name in EVAL_METRICS:
+        columns[name] = np.full(shape, np.nan, np.float32)
+    episodes = evaluation_episodes(program.config, updates_done)
+    if episodes:
+        result = jax.device_get(
+            program.evaluate(runner, program.hparams, episodes=episodes)
+        )
+        last = (updates_done - 1) % program.chunk_updates
+        columns["eval_return"][:, last] = result.stochastic
+        columns["eval_return_det"][:, last] = result.deterministic
+    return columns
+
+
 def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:
     """Concatenates chunk metrics into ``{name: [runs, updates]}``, tail trimmed."""
     merged = {}
-    for name in Metrics._fields:
-        parts = [p[name] for p in previous] + [
-            np.asarray(getattr(c, name)) for c in chunks
-        ]
+    for name in METRIC_NAMES:
+        parts = [p[name] for p in (*previous, *chunks)]
         merged[name] = np.concatenate(parts, axis=1)[:, :num_updates] if parts else None
     return merged
 

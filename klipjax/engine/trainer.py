@@ -1,7 +1,8 @@
 """The training program of one run: rollout, GAE and the KLip/PPO update, all pure.
 
-``make_trainer(config)`` returns ``init(hp) -> Runner`` and
-``run_chunk(runner, hp, num_updates) -> (runner, metrics)``. Both take one run's
+``make_trainer(config)`` returns ``init(hp) -> Runner``,
+``run_chunk(runner, hp, num_updates) -> (runner, metrics)`` and
+``evaluate(runner, hp, episodes) -> Evaluation``. All take one run's
 traced ``HParams``; ``klipjax.engine.sweep`` vmaps them over runs and jits them, so
 a whole grid (seeds x hyperparameters x loss variants) is one XLA program.
 
@@ -30,7 +31,9 @@ from klipjax.core.gae import gae
 from klipjax.core.networks import Actor, Critic
 from klipjax.core.normalization import RunningStats
 from klipjax.core.variants import BY_NAME, KL_ESTIMATORS, LOSSES, LossInputs
+from klipjax.engine import evaluation
 from klipjax.envs import EnvSpec, env_action, make
+from klipjax.policy import Policy, PolicySpec
 
 ALL_PATHS = CodePaths()
 ADAPTIVE_IDS = tuple(i for i, name in enumerate(LOSSES) if BY_NAME[name].adapts_beta)
@@ -119,11 +122,20 @@ class MinibatchStats(NamedTuple):
 MINIBATCH_SCALARS = ("policy_loss", "value_loss", "entropy", "grad_norm")
 
 
+class Evaluation(NamedTuple):
+    """Mean undiscounted return of one evaluation of one run, in both modes."""
+
+    stochastic: jax.Array  # actions sampled from the policy
+    deterministic: jax.Array  # the most likely action (argmax / mean)
+
+
 class Trainer(NamedTuple):
     spec: EnvSpec
     init: Callable[[HParams], Runner]
     run_chunk: Callable[..., tuple[Runner, Metrics]]
     paths: CodePaths  # the code paths compiled: runs outside them are refused
+    evaluate: Callable[..., Evaluation]  # (runner, hp, episodes) -> Evaluation
+    policy_spec: PolicySpec
 
 
 def _select(flag, on_true, on_false):
@@ -536,6 +548,29 @@ class RunProgram:
         nan_metrics = jax.tree.map(lambda m: jnp.full_like(m, jnp.nan), metrics)
         return runner, _select(accept, metrics, nan_metrics)
 
+    def policy(self, runner: Runner, hp: HParams) -> Policy:
+        """The run's current policy, as it acts in its rollouts."""
+        return Policy(
+            runner.params["actor"],
+            runner.obs_stats,
+            hp.normalize_obs > 0,
+            PolicySpec.of(self.config.env, self.spec, self.config.hidden_sizes),
+        )
+
+    def evaluate(self, runner: Runner, hp: HParams, episodes: int) -> Evaluation:
+        """``episodes`` fresh episodes in each mode with the current policy (keys of
+        its own: the run's training randomness is untouched)."""
+        # Both modes in one loop: slots [0, episodes) sample, the rest act greedily.
+        greedy = jnp.arange(2 * episodes) >= episodes
+        returns, _ = evaluation.episode_returns(
+            self.policy(runner, hp),
+            self.spec,
+            evaluation.eval_key(hp.seed, runner.update),
+            2 * episodes,
+            greedy,
+        )
+        return Evaluation(returns[:episodes].mean(), returns[episodes:].mean())
+
     def run_chunk(self, runner: Runner, hp: HParams, num_updates: int):
         """``num_updates`` guarded updates (a static scan length)."""
         return jax.lax.scan(
@@ -566,5 +601,10 @@ def make_trainer(config: Config | None = None, paths: CodePaths = ALL_PATHS) -> 
         obs_size=math.prod(spec.obs_shape),
     )
     return Trainer(
-        spec=spec, init=program.init, run_chunk=program.run_chunk, paths=paths
+        spec=spec,
+        init=program.init,
+        run_chunk=program.run_chunk,
+        paths=paths,
+        evaluate=program.evaluate,
+        policy_spec=PolicySpec.of(config.env, spec, config.hidden_sizes),
     )

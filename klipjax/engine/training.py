@@ -27,6 +27,7 @@ from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
 from klipjax.engine import compile_cache, memory, sweep
 from klipjax.engine.trainer import Trainer
+from klipjax.outputs import tracking
 from klipjax.outputs.files import write_yaml
 from klipjax.outputs.results import CONFIG_FILE, Results
 
@@ -136,6 +137,7 @@ def train(
     chunk_updates: int | None = None,
     parallel_runs: int = 0,
     trainer: Trainer | None = None,
+    log: Any = None,
 ) -> Results:
     """Trains every run of ``hparams`` as one compiled program.
 
@@ -155,6 +157,10 @@ def train(
         chunk_updates: Updates per compiled call (default: about 1/20 of the run).
         parallel_runs: Runs advanced at once (0: all, fewer if memory is short).
         trainer: A ``make_trainer`` result to use instead of building one.
+        log: Track every run live at chunk boundaries: ``"tensorboard"``,
+            ``"wandb"``, a ``klipjax.outputs.tracking.TensorBoard`` / ``WandB``
+            with options, or a list of these (see ``klipjax.outputs.tracking``).
+            W&B failures only warn; training goes on.
 
     Returns:
         ``Results`` with ``metrics[name]`` shaped ``[runs, updates]``. A run stopped
@@ -170,6 +176,7 @@ def train(
             f"config: expected klipjax.Config, got {type(config).__name__}"
         )
     table = run_table.as_table(hparams)
+    log_to = tracking.destinations(log)
     checkpoint_every = checks.as_int("checkpoint_every", checkpoint_every, 0)
     parallel_runs = checks.as_int("parallel_runs", parallel_runs, 0)
     if chunk_updates is not None:
@@ -215,6 +222,15 @@ def train(
         if not resume:
             write_yaml(out / CONFIG_FILE, config_files.to_dict(config, table, options))
 
+    sweep_log = None
+    if log_to:
+        sweep_log = tracking.SweepLog(
+            log_to,
+            config,
+            table,
+            out_dir=out,
+            start_update=0 if metrics is None else metrics["env_steps"].shape[1],
+        )
     stop = StopRequest()
     try:
         with (
@@ -238,6 +254,8 @@ def train(
                 due = checkpoint_every and report.updates_done % checkpoint_every == 0
                 if checkpointer is not None and (due or finished or stop.signum):
                     checkpointer.save(report.chunks_done, runner, metrics)
+                if sweep_log is not None:
+                    sweep_log.write(metrics)
                 return stop.signum is not None
 
             runner, metrics, report = sweep.run(
@@ -251,9 +269,12 @@ def train(
     finally:
         if checkpointer is not None:
             checkpointer.close()
+        if sweep_log is not None:
+            sweep_log.close()
     complete = report.updates_done >= config.num_updates
     if not complete:
-        log.warning(
+        # the module's logger: the `log` argument names the trackers here
+        logging.getLogger("klipjax").warning(
             "stopped at update %d/%d%s",
             report.updates_done,
             config.num_updates,
@@ -298,6 +319,7 @@ def _results(
 ) -> Results:
     """The outcome read off the final runner (parameters, divergence, identity)."""
     params = jax.tree.map(np.asarray, jax.device_get(runner.params))
+    obs_stats = jax.tree.map(np.asarray, jax.device_get(runner.obs_stats))
     diverged_at = np.asarray(jax.device_get(runner.diverged_at), np.int64)
     return Results(
         config=config,
@@ -311,6 +333,7 @@ def _results(
         diverged_at=diverged_at,
         params_sha256=tuple(sweep.params_sha256(params)),
         identity=sweep.identity_differences(table, params),
+        obs_stats=obs_stats,
         **extra,
     )
 
@@ -321,6 +344,7 @@ def _timing(
     return {
         "wall_seconds": time.perf_counter() - started,
         "compile_seconds": report.compile_seconds,
+        "eval_seconds": report.eval_seconds,  # evaluations, their compile included
         "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
         "env_steps_per_second": report.steps_per_second,
         "parallel_runs": report.parallel_runs,  # runs advanced at once

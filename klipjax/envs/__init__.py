@@ -104,7 +104,24 @@ def env_action(spec: EnvSpec, action):
     """
     if not spec.continuous:
         return action
-    clipped = jnp.clip(action, spec.action_low, spec.action_high)
-    return (
-        clipped[..., 0] if spec.env.action_space(spec.params).shape == () else clipped
-    )
+    shape = spec.env.action_space(spec.params).shape
+    return box_action(action, spec.action_low, spec.action_high, shape)
+
+
+def box_action(action, low, high, shape):
+    """A continuous sample ``[..., dims]`` as a Box env takes it: clipped to ``[low,
+    high]`` and shaped like the space (``[...]`` for a scalar space)."""
+    clipped = jnp.clip(action, jnp.asarray(low), jnp.asarray(high))
+    return clipped.reshape(clipped.shape[:-1] + tuple(shape))
+
+
+def episode_horizon(spec: EnvSpec) -> int:
+    """The most steps an episode can take (the env's time limit): the length of an
+    evaluation episode's loop."""
+    limit = getattr(spec.params, "max_steps_in_episode", None)
+    if limit is None:
+        raise EnvError(
+            f"{type(spec.env).__name__}: its params have no max_steps_in_episode, "
+            "which evaluation needs to bound an episode"
+        )
+    return int(limit)

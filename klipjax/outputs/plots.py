@@ -34,7 +34,12 @@ MAX_PANEL_COLUMNS = 3
 DPI = 120
 BAND_ALPHA = 0.2
 LINE_STYLES = ("-", "--", "-.", ":")
-AXIS_LABELS = {"env_steps": "environment steps", "episode_return": "episode return"}
+AXIS_LABELS = {
+    "env_steps": "environment steps",
+    "episode_return": "episode return",
+    "eval_return_det": "evaluation return (greedy)",
+    "eval_return": "evaluation return (sampled)",
+}
 
 
 class Band(NamedTuple):

@@ -17,8 +17,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from klipjax import stats
 from klipjax.config import files as config_files
 from klipjax.outputs import plots
+from klipjax.outputs.compare import format_interval
 from klipjax.outputs.files import write_atomic
 
 # Package data, so a wheel installed anywhere finds them.
@@ -72,6 +74,7 @@ PAPER_PEAK_KILL = {
     "brax/walker2d": 0.16,
 }
 QUICK_SEEDS = 2
+BOOTSTRAP_SEED = 0  # the report's intervals are reproducible
 QUICK_MAX_STEPS = 40_000
 QUICK_MIN_UPDATES = 4
 
@@ -163,11 +166,38 @@ def is_complete(run_dir: Path) -> bool:
     return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
 
 
-def _mean_std(setting: dict) -> str:
-    mean, std = setting.get("mean"), setting.get("std")
-    if mean is None or not np.isfinite(mean):
+def _seed_scores(setting: dict) -> np.ndarray:
+    """A setting's final returns, one per seed, those without one dropped."""
+    values = np.array([np.nan if v is None else v for v in setting["values"]], float)
+    return values[np.isfinite(values)]
+
+
+def _iqm_cells(setting: dict) -> list[str]:
+    """``IQM, 95% CI, mean, n`` of a setting's seeds (``n/a`` when none has a
+    final return); the CI is the stratified bootstrap's (`klipjax.stats`)."""
+    scores = _seed_scores(setting)
+    if not scores.size:
+        return ["n/a", "-", "n/a", "0"]
+    estimate = stats.interval_estimate(scores, stats.iqm, seed=BOOTSTRAP_SEED)
+    return [
+        f"{estimate.value:.1f}",
+        format_interval(estimate, 1),
+        f"{scores.mean():.1f}",
+        str(scores.size),
+    ]
+
+
+def _improvement_cell(setting: dict, baseline: dict | None) -> str:
+    """P(setting > baseline) with its CI; ``baseline`` for the baseline itself."""
+    if baseline is None:
+        return "-"
+    if setting is baseline:
+        return "baseline"
+    scores, reference = _seed_scores(setting), _seed_scores(baseline)
+    if not scores.size or not reference.size:
         return "n/a"
-    return f"{mean:.1f} ± {std:.1f}"
+    estimate = stats.probability_of_improvement(scores, reference, seed=BOOTSTRAP_SEED)
+    return f"{estimate.value:.2f} {format_interval(estimate, 2)}"
 
 
 def _steps(count: float) -> str:
@@ -203,22 +233,38 @@ def _budget_cell(result: GroupResult) -> str:
 
 
 def _final_return_table(tasks: list[GroupResult]) -> list[str]:
-    header = (
-        "| task | env steps | " + " | ".join(VARIANT_TITLES[v] for v in VARIANTS) + " |"
-    )
-    lines = [header, "|---" * (len(VARIANTS) + 2) + "|"]
+    """One row per task and variant: IQM, its CI, mean, seeds, P(> PPO-Clip), and
+    the paper's mean ± std."""
+    lines = [
+        (
+            "| task | env steps | variant | IQM | 95% CI | mean | n | P(> PPO-Clip) | "
+            "greedy eval (IQM) | paper (mean ± std) |"
+        ),
+        "|---|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
     for result in tasks:
         by_loss = {s["loss"]: s for s in result.summary["settings"]}
+        evaluated = result.summary.get("final_evaluation", {})
+        greedy = {s["loss"]: s for s in evaluated.get("settings", [])}
         paper = PAPER_FINAL_RETURNS.get(paper_task(result.task), {})
-        cells = []
-        for variant in VARIANTS:
-            cell = _mean_std(by_loss[variant]) if variant in by_loss else "-"
-            if variant in paper:
-                cell += f" (paper {paper[variant][0]} ± {paper[variant][1]})"
-            cells.append(cell)
-        lines.append(
-            f"| {result.task} | {_budget_cell(result)} | " + " | ".join(cells) + " |"
-        )
+        baseline = by_loss.get("ppo_clip")
+        for variant in (v for v in VARIANTS if v in by_loss):
+            setting = by_loss[variant]
+            reference = (
+                f"{paper[variant][0]} ± {paper[variant][1]}"
+                if variant in paper
+                else "-"
+            )
+            cells = [
+                result.task,
+                _budget_cell(result),
+                VARIANT_TITLES[variant],
+                *_iqm_cells(setting),
+                _improvement_cell(setting, baseline),
+                _iqm_cells(greedy[variant])[0] if variant in greedy else "-",
+                reference,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -319,14 +365,13 @@ def _run_value(result: GroupResult, setting: dict, knob: str) -> float:
 def _knob_table(result: GroupResult) -> list[str]:
     knob = result.group.knob
     lines = [
-        f"| setting | {knob} | final return (mean ± std) | seeds |",
-        "|---|---|---|---|",
+        f"| setting | {knob} | IQM | 95% CI | mean | n |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for setting in result.summary["settings"]:
         value = setting.get(knob, _run_value(result, setting, knob))
-        lines.append(
-            f"| {setting['loss']} | {value:g} | {_mean_std(setting)} | {setting['seeds']} |"
-        )
+        cells = [setting["loss"], f"{value:g}", *_iqm_cells(setting)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -354,8 +399,16 @@ def write_report(out: Path, quick: bool) -> Path:
         "",
         (
             "Final return: per run, the mean episode return over the updates in the last 10% "
-            "of its environment steps (updates with no finished episode skipped); then mean "
-            "± population std over seeds."
+            "of its environment steps (updates with no finished episode skipped). Per "
+            "setting: the interquartile mean (IQM) of its seeds' final returns with a 95% "
+            "bootstrap confidence interval (seeds resampled), the mean and the number of "
+            "seeds n; P(> PPO-Clip) is the probability that a run of the variant ends "
+            "above a PPO-Clip run of the same task (0.5: no difference), with its 95% "
+            "CI. Greedy eval: the IQM over seeds of each run's final evaluation (the "
+            "mean return of `final_eval_episodes` fresh episodes with the most likely "
+            "actions; '-' for groups run before evaluation existed). The paper reports "
+            "mean ± std over 5 seeds. `klipjax compare` gives the "
+            "same statistics for any run directories."
         ),
         "",
     ]

@@ -2,7 +2,8 @@
 
 ``klipjax.train`` returns one; ``Results.save`` writes exactly the files
 ``klipjax train --out DIR`` writes (``config.yaml``, ``metrics.parquet``,
-``summary.json``, ``curves.png``, ``diagnostics.png``) and ``load`` reads any such
+``summary.json``, ``curves.png``, ``diagnostics.png``, and ``evaluation.png`` with
+periodic evaluations) and ``load`` reads any such
 directory back.
 """
 
@@ -58,6 +59,9 @@ class Results:
         timing: Wall, compile and throughput figures, and the memory used.
         options: The run options the sweep ran with (``chunk_updates``...).
         stopped_by: The signal number that stopped the sweep early, if any.
+        obs_stats: The observation normaliser of every run (``RunningStats`` with
+            ``[runs, ...]`` numpy fields), which ``policy`` needs; None when loaded
+            from a directory without checkpoints.
     """
 
     config: Config
@@ -71,6 +75,7 @@ class Results:
     timing: dict[str, Any]
     options: dict[str, int] = dataclasses.field(default_factory=dict)
     stopped_by: int | None = None  # the signal that stopped the sweep, if one did
+    obs_stats: Any = None
 
     @property
     def num_runs(self) -> int:
@@ -96,6 +101,50 @@ class Results:
         the updates in the last 10% of env steps that ended an episode (NaN if none)."""
         return tables.final_returns(self.metrics, self.config.env_steps)
 
+    def final_evaluation(self, deterministic: bool = True) -> np.ndarray:
+        """``[runs]`` the mean return of the evaluation after the last update
+        (``Config.final_eval_episodes`` episodes) with the most likely actions, or
+        with sampled ones; NaN for runs without one (stopped, or evaluation off)."""
+        column = "eval_return_det" if deterministic else "eval_return"
+        return tables.final_evaluation(self.metrics, column)
+
+    def policy(self, run: int):
+        """The final policy of run ``run`` as a ``klipjax.policy.Policy``: pure JAX,
+        ``policy.act(obs, key=None, deterministic=True)``; ``policy.save(dir)``
+        exports it.
+
+        Raises:
+            ConfigError: No such run, or no parameters (a directory without
+                checkpoints).
+        """
+        import jax
+        import jax.numpy as jnp
+
+        from klipjax import envs
+        from klipjax.policy import Policy, PolicySpec
+
+        if isinstance(run, bool) or not isinstance(run, (int, np.integer)):
+            raise ConfigError(f"run={run!r}: expected a run index")
+        if not 0 <= run < self.num_runs:
+            raise ConfigError(f"run={run}: no such run (runs 0..{self.num_runs - 1})")
+        if self.params is None or self.obs_stats is None:
+            raise ConfigError(
+                "these results hold no parameters (the run directory has no checkpoint)"
+            )
+
+        def pick(tree):
+            return jax.tree.map(lambda leaf: jnp.asarray(leaf[run]), tree)
+
+        spec = PolicySpec.of(
+            self.config.env, envs.make(self.config.env), self.config.hidden_sizes
+        )
+        return Policy(
+            pick(self.params["actor"]),
+            pick(self.obs_stats),
+            jnp.asarray(bool(self.hparams.normalize_obs[run] > 0)),
+            spec,
+        )
+
     def settings(self, finals: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Per setting (seeds pooled), its label, values, final-return statistics
         and the final return of each seed (``summary.json``'s ``settings``);
@@ -116,6 +165,7 @@ class Results:
     def summary_dict(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
         finals = self.final_returns()
+        evaluated = self.final_evaluation(), self.final_evaluation(False)
         runs = []
         for run in range(self.num_runs):
             values = run_table.run_values(self.hparams, run)
@@ -125,6 +175,8 @@ class Results:
                 "seed": values.pop("seed"),
                 "hparams": values,
                 "final_return": float(finals[run]),
+                "final_eval_return_det": float(evaluated[0][run]),
+                "final_eval_return": float(evaluated[1][run]),
                 "params_sha256": self.params_sha256[run],
                 "status": self.status[run],
             }
@@ -141,14 +193,17 @@ class Results:
             **self.timing,
             "identity": self.identity,
             "settings": self.settings(finals),
+            # The same settings scored by the final evaluation's greedy return.
+            "final_evaluation": {
+                "episodes": self.config.final_eval_episodes,
+                "settings": self.settings(evaluated[0]),
+            },
             "runs": runs,
         }
 
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Writes ``config.yaml``, ``metrics.parquet``, ``summary.json`` and the
         figures into ``out_dir`` (created if needed), each file atomically."""
-        from klipjax.outputs import plots  # matplotlib only when drawing
-
         out = Path(out_dir)
         write_yaml(
             out / CONFIG_FILE,
@@ -157,14 +212,42 @@ class Results:
         frame = self.frame()
         write_parquet(out / METRICS_FILE, frame)
         write_json(out / SUMMARY_FILE, self.summary_dict())
-        if len(frame):
-            plots.plot_curves(
-                frame, out / "curves.png", swept=self.varying, title=self.config.env
-            )
-            plots.plot_metric_panels(
-                frame, out / "diagnostics.png", list(PANEL_METRICS), swept=self.varying
-            )
+        self.draw(out, frame)
         return out
+
+    def draw(self, out_dir: str | os.PathLike[str], frame=None) -> list[Path]:
+        """Draws ``curves.png``, ``diagnostics.png`` and, with periodic
+        evaluations, ``evaluation.png`` into ``out_dir``; returns their paths."""
+        from klipjax.outputs import plots  # matplotlib only when drawing
+
+        out = Path(out_dir)
+        frame = self.frame() if frame is None else frame
+        if not len(frame):
+            return []
+        swept = self.varying
+        drawn = [
+            plots.plot_curves(
+                frame, out / "curves.png", swept=swept, title=self.config.env
+            ),
+            plots.plot_metric_panels(
+                frame,
+                out / "diagnostics.png",
+                [m for m in PANEL_METRICS if m in frame.columns],
+                swept=swept,
+            ),
+        ]
+        evaluated = frame.dropna(subset=[c for c in ["eval_return_det"] if c in frame])
+        if "eval_return_det" in frame and evaluated["update"].nunique() >= 2:
+            drawn.append(  # a curve, not just the final point
+                plots.plot_curves(
+                    evaluated,
+                    out / "evaluation.png",
+                    y="eval_return_det",
+                    swept=swept,
+                    title=f"{self.config.env}: greedy evaluation",
+                )
+            )
+        return drawn
 
 
 def load(out_dir: str | os.PathLike[str]) -> Results:
@@ -193,9 +276,11 @@ def load(out_dir: str | os.PathLike[str]) -> Results:
         for name in metric_names
     }
     runs = summary["runs"]
+    params, obs_stats = _checkpointed_state(out)
     timing_keys = (
         "wall_seconds",
         "compile_seconds",
+        "eval_seconds",
         "compile_cache_hits",
         "env_steps_per_second",
         "parallel_runs",
@@ -205,19 +290,21 @@ def load(out_dir: str | os.PathLike[str]) -> Results:
         config=experiment.config,
         hparams=experiment.hparams,
         metrics=metrics,
-        params=_checkpointed_params(out),
+        params=params,
         status=tuple(run["status"] for run in runs),
         diverged_at=np.asarray([run.get("diverged_at_update", -1) for run in runs]),
         params_sha256=tuple(run["params_sha256"] for run in runs),
         identity=summary["identity"],
         timing={key: summary[key] for key in timing_keys if key in summary},
         options=experiment.options,
+        obs_stats=obs_stats,
     )
 
 
-def _checkpointed_params(out: Path):
+def _checkpointed_state(out: Path) -> tuple:
+    """``(params, obs_stats)`` from the latest checkpoint, or ``(None, None)``."""
     from klipjax.engine import checkpoint
 
     if not (out / checkpoint.CHECKPOINT_DIR).is_dir():
-        return None
-    return checkpoint.latest_params(out)
+        return None, None
+    return checkpoint.latest_state(out) or (None, None)

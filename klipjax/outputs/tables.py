@@ -126,6 +126,17 @@ def final_returns(metrics: Mapping[str, np.ndarray], total_steps: int) -> np.nda
     return np.array([final_return(*run, total_steps) for run in per_run], np.float64)
 
 
+def final_evaluation(
+    metrics: Mapping[str, np.ndarray], column: str = "eval_return_det"
+) -> np.ndarray:
+    """``[runs]`` the evaluation after each run's last update (``column`` at the
+    last update: ``eval_return_det`` or ``eval_return``); NaN where none was made."""
+    values = metrics.get(column)
+    if values is None or values.shape[1] == 0:
+        return np.full(len(metrics["env_steps"]), np.nan)
+    return np.asarray(values[:, -1], np.float64)
+
+
 def format_value(value: Any) -> str:
     """Formats a hyperparameter value compactly: numbers with ``:g``, others as str."""
     # bool is a Number in Python, but "1" would hide that it is a switch.

@@ -1,0 +1,162 @@
+"""Evaluation: greedy and sampled episodes of a policy, on probe environments whose
+returns are known from the policy's action probabilities, and inside a sweep
+(between chunks, on its own keys, never changing the training)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import klipjax as kj
+from klipjax import envs
+from klipjax.core.normalization import RunningStats
+from klipjax.engine import evaluation
+from klipjax.policy import Policy, PolicySpec
+from tests.probe_envs import action_reward
+
+STEPS = 5  # the probe's episode length
+
+
+def constant_policy(env_id: str, outputs) -> Policy:
+    """A policy whose actor ignores its input and emits ``outputs`` (logits, or a
+    Gaussian mean): every weight zero, the output layer's bias set."""
+    spec = PolicySpec.of(env_id, envs.make(env_id), (8,))
+    params = spec.actor.init(jax.random.PRNGKey(0), jnp.zeros(spec.obs_size))
+    last = max(k for k in params["params"]["MLP_0"])
+
+    def set_leaf(path, leaf):
+        names = [getattr(k, "key", None) for k in path]
+        if names[-2:] == [last, "bias"]:
+            return jnp.asarray(outputs, jnp.float32)
+        return jnp.zeros_like(leaf)
+
+    params = jax.tree_util.tree_map_with_path(set_leaf, params)
+    stats = RunningStats.create((spec.obs_size,))
+    return Policy(params, stats, jnp.asarray(False), spec)
+
+
+@pytest.fixture(scope="module")
+def probes():
+    kj.register("probe/action-reward", action_reward(STEPS))
+    kj.register("probe/action-reward-3", action_reward(STEPS, terminate_at=3))
+    kj.register("probe/box-reward", action_reward(STEPS, continuous=True))
+
+
+def test_greedy_and_sampled_returns_have_their_known_values(probes):
+    # p(action 1) = 3/4: greedy takes action 1 every step (return 5); sampled
+    # returns are Binomial(5, 3/4), mean 3.75, sd sqrt(5 * 3/16) per episode.
+    policy = constant_policy("probe/action-reward", [0.0, math.log(3.0)])
+    greedy, lengths = kj.evaluate(policy, 16)
+    np.testing.assert_array_equal(greedy, np.full(16, 5.0))
+    np.testing.assert_array_equal(lengths, np.full(16, 5.0))
+    sampled, _ = kj.evaluate(policy, 4000, seed=1, deterministic=False)
+    assert set(np.unique(sampled)) <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
+    standard_error = math.sqrt(5 * 3 / 16 / 4000)
+    assert abs(sampled.mean() - 3.75) < 4 * standard_error
+    again, _ = kj.evaluate(policy, 4000, seed=1, deterministic=False)
+    np.testing.assert_array_equal(sampled, again)  # the seed fixes the episodes
+
+
+def test_an_episode_counts_only_its_own_steps(probes):
+    # terminated after 3 steps: the env auto-resets, and the next episode's
+    # rewards must not be added to the first one.
+    policy = constant_policy("probe/action-reward-3", [0.0, 5.0])
+    returns, lengths = kj.evaluate(policy, 8)
+    np.testing.assert_array_equal(returns, np.full(8, 3.0))
+    np.testing.assert_array_equal(lengths, np.full(8, 3.0))
+
+
+def test_greedy_box_actions_are_the_mean_clipped_to_the_bounds(probes):
+    # mean 3 and log-std 0: the greedy action is clipped to 1 (return 5); sampled
+    # actions are clipped too, so no step earns more than 1.
+    policy = constant_policy("probe/box-reward", [3.0])
+    assert policy.act(jnp.zeros(1)).shape == (1,)
+    assert policy.act(jnp.zeros((7, 1))).shape == (7, 1)
+    returns, _ = kj.evaluate(policy, 4)
+    np.testing.assert_array_equal(returns, np.full(4, 5.0))
+    sampled, _ = kj.evaluate(policy, 200, deterministic=False)
+    assert sampled.max() <= 5.0 and sampled.min() >= -5.0
+    assert 3.0 < sampled.mean() < 5.0  # P(sample >= 1) = P(N(3,1) >= 1) = 0.98
+
+
+def test_act_needs_a_key_to_sample_and_checks_the_shape(probes):
+    policy = constant_policy("probe/action-reward", [0.0, 1.0])
+    with pytest.raises(ValueError, match="needs a key"):
+        policy.act(jnp.zeros(1), deterministic=False)
+    with pytest.raises(ValueError, match="obs shape"):
+        policy.act(jnp.zeros((3, 2)))
+    with pytest.raises(kj.ConfigError, match="episodes"):
+        kj.evaluate(policy, 0)
+
+
+TINY = {
+    "env": "probe/action-reward",
+    "total_steps": 8 * 16,  # 8 updates
+    "num_envs": 2,
+    "num_steps": 8,
+    "minibatch_size": 8,
+    "epochs": 1,
+    "hidden_sizes": (8,),
+}
+
+
+def test_a_sweep_evaluates_between_chunks_without_touching_its_training(probes):
+    table = kj.grid(loss=["ppo_clip", "klip"], seeds=2)
+    evaluated = kj.train(
+        kj.Config(**TINY, eval_every=2, eval_episodes=3, final_eval_episodes=6),
+        table,
+        chunk_updates=2,
+        progress=False,
+    )
+    plain = kj.train(
+        kj.Config(**TINY, final_eval_episodes=0),
+        table,
+        chunk_updates=2,
+        progress=False,
+    )
+    # Evaluation draws its own keys: training is bit-identical with it on or off.
+    assert evaluated.params_sha256 == plain.params_sha256
+    for name, values in plain.metrics.items():
+        if name.startswith("eval_"):
+            assert np.isnan(values).all()  # no evaluation at all
+        else:
+            np.testing.assert_array_equal(evaluated.metrics[name], values)
+    # Evaluations after updates 2, 4, 6 (3 episodes) and 8 (the final one, 6).
+    det = evaluated.metrics["eval_return_det"]
+    sampled = evaluated.metrics["eval_return"]
+    done_at = [1, 3, 5, 7]  # update index = updates done - 1
+    assert np.isfinite(det[:, done_at]).all() and np.isfinite(sampled[:, done_at]).all()
+    others = np.delete(det, done_at, axis=1)
+    assert np.isnan(others).all()
+    assert ((det >= 0) & (det <= STEPS))[:, done_at].all()
+    np.testing.assert_array_equal(evaluated.final_evaluation(), det[:, -1])
+    # The final evaluation is the run's final policy on eval_key(seed, 8): the
+    # same policy evaluated outside the sweep gives the same returns.
+    for run in range(4):
+        policy = evaluated.policy(run)
+        key = evaluation.eval_key(int(evaluated.hparams.seed[run]), 8)
+        greedy = jnp.arange(12) >= 6
+        returns, _ = evaluation.episode_returns(
+            policy, envs.make(TINY["env"]), key, 12, greedy
+        )
+        np.testing.assert_allclose(returns[6:].mean(), det[run, -1], rtol=1e-6)
+        np.testing.assert_allclose(returns[:6].mean(), sampled[run, -1], rtol=1e-6)
+    summary = evaluated.summary_dict()
+    assert summary["final_evaluation"]["episodes"] == 6
+    assert [r["final_eval_return_det"] for r in summary["runs"]] == list(det[:, -1])
+
+
+def test_evaluations_must_fall_between_chunks(probes):
+    with pytest.raises(kj.ConfigError, match="eval_every=3.*multiple of chunk"):
+        kj.train(
+            kj.Config(**TINY, eval_every=3),
+            kj.hparams(),
+            chunk_updates=2,
+            progress=False,
+        )
+    with pytest.raises(kj.ConfigError, match="eval_episodes"):
+        kj.Config(**TINY, eval_episodes=0)
+    with pytest.raises(kj.ConfigError, match="final_eval_episodes"):
+        kj.Config(**TINY, final_eval_episodes=-1)
