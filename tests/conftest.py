@@ -1,6 +1,13 @@
 """Test session settings."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
-# Tests never write to the user's compilation cache; test_compile_cache opts in.
-os.environ["KLIPJAX_CACHE_DIR"] = ""
+# Tests never write to the user's compilation cache (test_compile_cache opts in to
+# its own). They share one for the session instead: many tests compile the same
+# small programs, and each cached one is a compile not repeated.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="klipjax-test-xla-")
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+os.environ["KLIPJAX_CACHE_DIR"] = _SESSION_CACHE

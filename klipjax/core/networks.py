@@ -4,38 +4,57 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def orthogonal(scale: float = 1.0):
-    """Orthogonal initializer (Haar-distributed, times ``scale``) in plain jnp ops.
+    """Orthogonal initializer (Haar-distributed, times ``scale``), drawn on the host.
 
-    Gram-Schmidt, applied twice per column for float32 accuracy, on a Gaussian matrix:
-    the same distribution as QR with a sign-corrected R. Why not LAPACK's QR (flax's
-    ``orthogonal``): batched over a sweep's runs on CPU, its custom call waits on
-    XLA's own thread pool and was seen to deadlock on 2 cores (jaxlib 0.10.2).
+    The matrix is the sign-corrected Q of the QR factorisation of a Gaussian matrix
+    (R's diagonal made positive, which makes Q Haar-distributed), drawn by numpy from a
+    generator seeded with the JAX key's bits, through ``jax.pure_callback``: one host
+    call for every run of a vmapped sweep, the same matrix for the same key. Why not
+    in XLA: LAPACK's QR custom call, batched over a sweep's runs on CPU, waits on XLA's
+    own thread pool and was seen to deadlock on 2 cores (jaxlib 0.10.2); a QR written
+    in jnp ops took about a second of compile per layer, and each Gaussian draw in
+    the program another half second.
     """
 
     def init(key, shape, dtype=jnp.float32):
         rows, cols = shape[0], math.prod(shape[1:])
         tall, narrow = max(rows, cols), min(rows, cols)
-        gaussian = jax.random.normal(key, (tall, narrow), jnp.float32)
-
-        def add_column(j, basis):
-            earlier = basis * (jnp.arange(narrow) < j)
-            column = gaussian[:, j]
-            for _ in range(2):
-                column = column - earlier @ (earlier.T @ column)
-            return basis.at[:, j].set(column / jnp.linalg.norm(column))
-
-        basis = jax.lax.fori_loop(0, narrow, add_column, jnp.zeros((tall, narrow)))
+        bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        basis = jax.pure_callback(
+            partial(haar_columns, shape=(tall, narrow)),
+            jax.ShapeDtypeStruct((tall, narrow), jnp.float32),
+            bits.astype(jnp.uint32),
+            vmap_method="expand_dims",
+        )
         matrix = basis if rows >= cols else basis.T
         return (scale * matrix).reshape(shape).astype(dtype)
 
     return init
+
+
+def haar_columns(key_bits, shape: tuple[int, int]) -> np.ndarray:
+    """``[..., tall, narrow]`` orthonormal columns, one matrix per key in
+    ``key_bits`` (``[..., 2]`` uint32): Q of a Gaussian matrix's QR with R's
+    diagonal made positive, computed in float64."""
+    bits = np.asarray(key_bits, np.uint32)
+    batch = bits.shape[:-1]
+    flat = bits.reshape(-1, bits.shape[-1])
+    gaussian = np.stack(
+        [np.random.default_rng(list(map(int, k))).standard_normal(shape) for k in flat]
+    )
+    q, r = np.linalg.qr(gaussian)
+    signs = np.sign(np.diagonal(r, axis1=-2, axis2=-1))
+    signs[signs == 0] = 1.0
+    return (q * signs[..., None, :]).astype(np.float32).reshape(batch + shape)
 
 
 def _dense(features: int, scale: float) -> nn.Dense:
