@@ -30,12 +30,31 @@ from klipjax.config import (
     sample,
     uniform,
 )
-from klipjax.engine.evaluation import evaluate
-from klipjax.engine.trainer import Metrics, Runner, Trainer, make_trainer
+from klipjax.engine import distributed
 from klipjax.engine.training import train
-from klipjax.envs import register
 from klipjax.outputs.results import Results, load
-from klipjax.policy import Policy, load_policy
+
+# Imported on first use: the environments touch a device when imported, and
+# ``klipjax.distributed.initialize()`` must come before that.
+_LAZY = {
+    "evaluate": "klipjax.engine.evaluation",
+    "Metrics": "klipjax.engine.trainer",
+    "Runner": "klipjax.engine.trainer",
+    "Trainer": "klipjax.engine.trainer",
+    "make_trainer": "klipjax.engine.trainer",
+    "register": "klipjax.envs",
+    "Policy": "klipjax.policy",
+    "load_policy": "klipjax.policy",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'klipjax' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 __all__ = [
@@ -51,6 +70,7 @@ __all__ = [
     "__version__",
     "choice",
     "concat",
+    "distributed",
     "evaluate",
     "grid",
     "hparams",

@@ -100,7 +100,26 @@ def _exit_code(results) -> int:
     return 0 if results.complete else 128 + (results.stopped_by or 2)
 
 
+def _start_distributed(args) -> None:
+    """With ``--distributed`` (or manual coordinates), joins the other processes
+    before anything touches a device; process 0 alone prints from then on."""
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and all(value is None for value in manual):
+        return
+    if args.out is None and getattr(args, "resume", None) is None:
+        raise UsageError(
+            "--distributed needs --out DIR, a directory every process sees"
+        )
+    from klipjax.engine import distributed
+
+    distributed.initialize(*manual)
+    if not distributed.is_main():
+        console.quiet = True
+        logging.getLogger("klipjax").setLevel(logging.ERROR)
+
+
 def train_command(args) -> int:
+    _start_distributed(args)
     experiment, out, resume = _experiment(args)
     results = run_experiment(experiment, out, resume, log=args.log)
     if results.complete:
@@ -111,6 +130,7 @@ def train_command(args) -> int:
 
 
 def reproduce_command(args) -> int:
+    _start_distributed(args)
     from klipjax.outputs import report
 
     names = report.expand_groups(args.groups)
@@ -142,8 +162,11 @@ def reproduce_command(args) -> int:
                 highlight=False,
             )
             return _exit_code(results)
-    path = report.write_report(out, args.quick)
-    console.print(f"report: {path}", highlight=False)
+    from klipjax.engine import distributed
+
+    if distributed.is_main():  # the only process that writes files
+        path = report.write_report(out, args.quick)
+        console.print(f"report: {path}", highlight=False)
     return 0
 
 
@@ -475,6 +498,25 @@ def _add_analysis_commands(commands) -> None:
     log.set_defaults(handler=log_command)
 
 
+def _add_distributed_options(parser) -> None:
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes training the sweep together (JAX's "
+        "distributed runtime; SLURM, Open MPI, Cloud TPU and Kubernetes detected); "
+        "see docs/distributed.md",
+    )
+    parser.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address (manual)"
+    )
+    parser.add_argument(
+        "--num-processes", type=_positive, metavar="N", help="processes (manual)"
+    )
+    parser.add_argument(
+        "--process-id", type=_non_negative, metavar="I", help="this one (manual)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="klipjax", description="PPO-Clip and its per-sample KL forms in JAX."
@@ -503,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     _add_log_option(train)
+    _add_distributed_options(train)
     train.set_defaults(handler=train_command)
     reproduce = commands.add_parser(
         "reproduce",
@@ -518,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="directory (default runs/reproduce-<timestamp>)"
     )
     _add_log_option(reproduce)
+    _add_distributed_options(reproduce)
     reproduce.set_defaults(handler=reproduce_command)
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("run_dir")

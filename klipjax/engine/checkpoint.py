@@ -4,6 +4,10 @@ A checkpoint holds the full ``Runner`` of every run (parameters, optimiser state
 its schedule count, normaliser statistics, env states, RNG keys, counters, adaptive
 beta, divergence markers) and the per-update metrics so far, so a resumed sweep ends
 bit-identical to one never interrupted. Steps are numbered by chunks done.
+
+The runner is saved as it lies on the devices: with several processes each writes
+the shards of its own runs into the one (shared) directory, and a restore reads
+back whichever shards the new layout needs, on the same or another process count.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from klipjax.config import files as config_files
+from klipjax.config import run_table
 from klipjax.core.normalization import RunningStats
 from klipjax.engine.sweep import METRIC_NAMES
 from klipjax.engine.trainer import Runner
 
 CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.yaml"  # the run directory's table (as klipjax.outputs writes it)
 
 
 class SweepCheckpointer:
@@ -34,14 +41,16 @@ class SweepCheckpointer:
         )
 
     def save(self, chunks_done: int, runner: Runner, metrics: dict[str, np.ndarray]):
-        """Starts an asynchronous save. The arrays are copied to the host first, so
-        the next chunk may reuse (donate) the device buffers at once."""
-        host_runner = jax.device_get(runner)
+        """Starts an asynchronous save; every process calls it. orbax copies each
+        process's shards of the runner to host memory before it returns (the
+        writing goes on in the background), so the next chunk may reuse (donate)
+        the device buffers at once. The metrics, the same on every process, are
+        written by process 0."""
         host_metrics = {name: np.asarray(metrics[name]) for name in METRIC_NAMES}
         self.manager.save(
             chunks_done,
             args=ocp.args.Composite(
-                runner=ocp.args.StandardSave(host_runner),
+                runner=ocp.args.StandardSave(runner),
                 # "metrics" is reserved by CheckpointManager (for best_fn)
                 history=ocp.args.StandardSave(host_metrics),
             ),
@@ -51,9 +60,17 @@ class SweepCheckpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore(self, step: int, abstract_runner: Runner, updates_done: int):
-        """Restores the runner (onto the abstract target's shardings) and metrics."""
-        num_runs = jax.tree.leaves(abstract_runner)[0].shape[0]
+    def restore(
+        self,
+        step: int,
+        abstract_runner: Runner,
+        updates_done: int,
+        num_runs: int | None = None,
+    ):
+        """Restores the runner (onto the abstract target's shardings) and the
+        metrics of the table's ``num_runs`` runs (default: the runner's)."""
+        if num_runs is None:
+            num_runs = jax.tree.leaves(abstract_runner)[0].shape[0]
         abstract_metrics = {
             name: jax.ShapeDtypeStruct((num_runs, updates_done), np.float32)
             for name in METRIC_NAMES
@@ -61,7 +78,13 @@ class SweepCheckpointer:
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
-                runner=ocp.args.StandardRestore(abstract_runner),
+                # The runner's rows past the table's runs are padding, as many as
+                # the device count needs (see placement): a checkpoint from another
+                # count holds more or fewer. Extra rows are dropped, missing ones
+                # read as zeros, which is a frozen run (``diverged_at`` 0) that is
+                # dropped again at the end. Every other shape is fixed by the
+                # config, which a resume checks first.
+                runner=ocp.args.StandardRestore(abstract_runner, strict=False),
                 history=ocp.args.StandardRestore(abstract_metrics),
             ),
         )
@@ -92,14 +115,19 @@ def abstract_runner(init, hparams) -> Runner:
 def latest_state(run_dir: str | Path) -> tuple | None:
     """``(params, obs_stats)`` of every run (``[runs, ...]`` numpy leaves) in the
     latest checkpoint under ``run_dir``, or None if it has none. Needs no model: the
-    tree is read as saved."""
+    tree is read as saved, then cut to the runs of the directory's table."""
     directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
     with ocp.CheckpointManager(directory) as manager:
         step = manager.latest_step()
         if step is None:
             return None
+        # Saved from other devices (another process count): read onto this one.
+        anywhere = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         restored = manager.restore(
-            step, args=ocp.args.Composite(runner=ocp.args.StandardRestore())
+            step,
+            args=ocp.args.Composite(
+                runner=ocp.args.StandardRestore(fallback_sharding=anywhere)
+            ),
         )
     runner = restored.runner
     if not isinstance(runner, dict):
@@ -109,4 +137,7 @@ def latest_state(run_dir: str | Path) -> tuple | None:
         stats = RunningStats(stats["mean"], stats["var"], stats["count"])
     elif isinstance(stats, (list, tuple)):
         stats = RunningStats(*stats)
-    return jax.tree.map(np.asarray, (runner["params"], stats))
+    num_runs = run_table.num_runs(
+        config_files.load(Path(run_dir) / CONFIG_FILE).hparams
+    )
+    return jax.tree.map(lambda x: np.asarray(x)[:num_runs], (runner["params"], stats))

@@ -3,8 +3,9 @@
 Each run carries its own seed inside ``HParams``, so the seeds x hyperparameters grid
 is a single flat run axis: ``jit(vmap(run_chunk))`` over ``[runs]``. The host calls
 the compiled chunk repeatedly (``run``); that is where progress is reported and
-checkpoints are taken. With several local devices the run axis is sharded across
-them.
+checkpoints are taken. The run axis spans every device of every process
+(``klipjax.engine.placement``): each device advances its own slice, all at once or
+in groups of ``parallel_runs``, and the programs hold no collectives.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from klipjax import envs
@@ -25,12 +27,12 @@ from klipjax.config import run_table
 from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
 from klipjax.core.variants import LOSSES
-from klipjax.engine import memory
+from klipjax.engine import distributed, memory, placement
 from klipjax.engine.trainer import Evaluation, Metrics, Runner, Trainer, make_trainer
 
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
 MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
-# On a CPU, wider vmaps stop paying once the runs' working set leaves the caches:
+# Per device. On a CPU, wider vmaps stop paying once the runs' working set leaves the caches:
 # the CartPole preset ran at 81k env-steps/s with 64 runs at a time against 71k with
 # all 256 at once (2-core x86-64, docs/benchmarks.md). Accelerators take every run.
 CPU_PARALLEL_RUNS = 64
@@ -69,29 +71,19 @@ class SweepProgram(NamedTuple):
     """The compiled pieces of a sweep and its run table (on the devices)."""
 
     config: Config
-    hparams: HParams
+    hparams: HParams  # [padded_runs] global arrays over the run axis
     init: Callable[[HParams], Runner]
     run_chunk: Callable[[Runner, HParams], tuple[Runner, Metrics]]
     evaluate: Callable[..., Evaluation]  # (runner, hparams, episodes=...) per run
     chunk_updates: int
     num_chunks: int
-    parallel_runs: int  # runs advanced at once (all of them unless memory is short)
+    parallel_runs: int  # runs each device advances at once
+    placement: placement.Placement
 
-
-def _run_sharding(num_runs: int):
-    """A sharding of the leading run axis over local devices, or None on one device."""
-    devices = jax.local_devices()
-    if len(devices) < 2 or num_runs % len(devices):
-        return None
-    # Auto axes: XLA propagates the run sharding through the program (no explicit
-    # out_sharding annotations needed on every scatter).
-    mesh = jax.make_mesh(
-        (len(devices),),
-        ("runs",),
-        axis_types=(jax.sharding.AxisType.Auto,),
-        devices=devices,
-    )
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    @property
+    def num_runs(self) -> int:
+        """The table's runs (the padding excluded)."""
+        return self.placement.num_runs
 
 
 def build(
@@ -105,9 +97,11 @@ def build(
 ) -> SweepProgram:
     """Traces nothing yet: returns jitted, vmapped ``init`` and ``run_chunk``.
 
-    ``parallel_runs`` runs are advanced at once (0: all of them on an accelerator,
-    ``CPU_PARALLEL_RUNS`` on a CPU). A given ``trainer`` must compile every code path
-    the table's runs take.
+    ``parallel_runs`` runs are advanced at once on each device (0: all of them on
+    an accelerator, ``CPU_PARALLEL_RUNS`` on a CPU); a run's float rounding depends
+    on that width, not on the other runs or on which device or process trains it
+    (docs/distributed.md). A given ``trainer`` must compile every code path the
+    table's runs take.
     """
     num_runs = run_table.num_runs(table)
     paths = run_table.code_paths(table)
@@ -122,8 +116,16 @@ def build(
             f"eval_every={config.eval_every}: evaluations fall between compiled "
             f"chunks, so it must be a multiple of chunk_updates={chunk}"
         )
-    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else num_runs
-    parallel = min(parallel_runs or default, num_runs)
+    layout = placement.place(num_runs)
+    per_device = layout.runs_per_device
+    default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else per_device
+    parallel = min(parallel_runs or default, per_device)
+    distributed.check_same(
+        "sweep (config, run table or options)",
+        config,
+        b"".join(np.asarray(column).tobytes() for column in table),
+        (chunk_updates, checkpoint_every, parallel_runs, chunk, parallel),
+    )
     if trainer is None:
         # When and how long to evaluate is the host's business: the programs are
         # the same for any evaluation schedule, so it is not part of the key.
@@ -135,16 +137,16 @@ def build(
             paths,
             chunk,
             parallel,
-            num_runs,
+            layout.mesh,
+            per_device,
             make_trainer,
             envs.factory_of(config.env),
         )
     else:
-        init, run_all, evaluate = _jitted_program(trainer, chunk, parallel, num_runs)
-    hparams = table
-    sharding = _run_sharding(num_runs)
-    if sharding is not None:
-        hparams = jax.device_put(hparams, sharding)
+        init, run_all, evaluate = _jitted_program(
+            trainer, chunk, parallel, layout.mesh, per_device
+        )
+    hparams = placement.put(placement.padded_table(table, layout), layout)
     return SweepProgram(
         config=config,
         hparams=hparams,
@@ -154,43 +156,76 @@ def build(
         chunk_updates=chunk,
         num_chunks=-(-config.num_updates // chunk),
         parallel_runs=parallel,
+        placement=layout,
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_program(config, paths, chunk, parallel, num_runs, factory, env_factory):
+def _cached_program(
+    config, paths, chunk, parallel, mesh, runs_per_device, factory, env_factory
+):
     """The jitted pieces of a sweep shape, kept so that a later sweep of the same
     shape in this process (new values, same config) reuses their compilation.
     ``env_factory`` is part of the key only: an id registered anew is a new env."""
     del env_factory
-    return _jitted_program(factory(config, paths), chunk, parallel, num_runs)
+    return _jitted_program(
+        factory(config, paths), chunk, parallel, mesh, runs_per_device
+    )
 
 
-def _jitted_program(trainer: Trainer, chunk: int, parallel: int, num_runs: int):
+def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
+    """``init``, ``run_chunk`` and ``evaluate`` over the whole run axis: each a
+    per-device body (``runs_per_device`` runs) under ``shard_map``."""
+
     def run_chunk(runner, hp):
         return trainer.run_chunk(runner, hp, chunk)
 
-    if parallel < num_runs:
-        # Groups of ``parallel`` runs, one after another inside the program: the
-        # transient memory (rollouts, minibatches) is that of one group.
-        def run_all(runner, hp):
-            return jax.lax.map(
-                lambda args: run_chunk(*args), (runner, hp), batch_size=parallel
-            )
+    if parallel < runs_per_device:
+        run_device = _in_groups(jax.vmap(run_chunk), parallel, runs_per_device)
     else:
-        run_all = jax.vmap(run_chunk)
+        run_device = jax.vmap(run_chunk)
+
+    def per_device(fn):
+        return placement.per_device(fn, mesh)
 
     def evaluate(runner, hp, *, episodes):
-        # Every run at once: an evaluation holds no rollout buffers.
-        return jax.vmap(functools.partial(trainer.evaluate, episodes=episodes))(
-            runner, hp
-        )
+        def on_device(runner, hp):
+            # Every run at once: an evaluation holds no rollout buffers.
+            one = functools.partial(trainer.evaluate, episodes=episodes)
+            return jax.vmap(one)(runner, hp)
+
+        return per_device(on_device)(runner, hp)
 
     return (
-        jax.jit(jax.vmap(trainer.init)),
-        jax.jit(run_all, donate_argnums=0),
+        jax.jit(per_device(jax.vmap(trainer.init))),
+        jax.jit(per_device(run_device), donate_argnums=0),
         jax.jit(evaluate, static_argnames="episodes"),
     )
+
+
+def _in_groups(run_group: Callable, parallel: int, runs: int) -> Callable:
+    """``run_group`` (over ``parallel`` runs) applied to ``runs`` runs one group
+    after another inside the program: the transient memory (rollouts, minibatches)
+    is that of one group. Every group is exactly ``parallel`` wide (the last one
+    filled up with copies of the first runs, dropped after), so a run's rounding
+    depends on ``parallel`` alone, not on how many runs a device holds."""
+    groups = -(-runs // parallel)
+    fill = groups * parallel - runs
+
+    def in_groups(x):
+        x = jnp.concatenate([x, x[:fill]]) if fill else x
+        return x.reshape((groups, parallel) + x.shape[1:])
+
+    def back(x):
+        return x.reshape((groups * parallel,) + x.shape[2:])[:runs]
+
+    def run_all(*args):
+        out = jax.lax.map(
+            lambda group: run_group(*group), jax.tree.map(in_groups, args)
+        )
+        return jax.tree.map(back, out)
+
+    return run_all
 
 
 def compile_to_fit(
@@ -199,20 +234,23 @@ def compile_to_fit(
     """Compiles the chunk program; if the program needs more than ``MEMORY_FRACTION``
     of the available memory and ``rebuild(parallel_runs)`` is given (the user left
     ``parallel_runs`` to klipjax), rebuilds it to advance proportionally fewer runs
-    at once. Returns the program (its
-    ``run_chunk`` now the compiled executable), the runner laid out as the program
-    expects it (sharded over devices like the hyperparameters) and the program's
-    memory need in bytes."""
-    sharding = getattr(program.hparams.seed, "sharding", None)
-    if isinstance(sharding, jax.sharding.NamedSharding):
-        runner = jax.device_put(runner, sharding)
+    at once (the fewest any process asks for: all must run one program). Returns
+    the program (its ``run_chunk`` now the compiled executable), the runner laid
+    out as the program expects it (over the run axis, like the hyperparameters)
+    and the program's memory need in bytes (per device)."""
+    runner = jax.device_put(runner, program.placement.sharding)
     compiled = program.run_chunk.lower(runner, program.hparams).compile()
     need = memory.program_bytes(compiled)
-    budget = MEMORY_FRACTION * memory.available_bytes()
-    if rebuild is not None and need > budget and program.parallel_runs > 1:
-        program = rebuild(max(1, int(program.parallel_runs * budget / need)))
-        compiled = program.run_chunk.lower(runner, program.hparams).compile()
-        need = memory.program_bytes(compiled)
+    if rebuild is not None and program.parallel_runs > 1:
+        budget = MEMORY_FRACTION * memory.available_bytes()
+        fitting = program.parallel_runs
+        if need > budget:
+            fitting = max(1, int(program.parallel_runs * budget / need))
+        fitting = distributed.agree_min(fitting)
+        if fitting < program.parallel_runs:
+            program = rebuild(fitting)
+            compiled = program.run_chunk.lower(runner, program.hparams).compile()
+            need = memory.program_bytes(compiled)
     return program._replace(run_chunk=compiled), runner, need
 
 
@@ -225,8 +263,9 @@ class ChunkReport(NamedTuple):
     seconds: float
     compile_seconds: float
     steps_per_second: float | None  # all runs, after the compiling first chunk
-    parallel_runs: int = 0  # runs advanced at once
-    program_bytes: int = 0  # the compiled chunk's memory: state, outputs, temporaries
+    parallel_runs: int = 0  # runs advanced at once, over all devices
+    program_bytes: int = 0  # the compiled chunk's memory (per device): state,
+    # outputs, temporaries
     eval_seconds: float = 0.0  # spent evaluating (compiles included), not in the rate
 
 
@@ -240,18 +279,22 @@ def run(
     start_chunk: int = 0,
     rebuild: Callable[[int], SweepProgram] | None = None,
 ) -> tuple[Runner, dict[str, np.ndarray], ChunkReport]:
-    """Trains every run of the program; returns the final runner, ``[runs,
-    updates]`` metrics and the last report. ``runner``/``metrics``/``start_chunk``
-    continue an interrupted sweep; ``rebuild`` lets the memory fitting advance
-    fewer runs at once (see ``compile_to_fit``). ``on_chunk`` sees each chunk's
-    result; returning True stops after that chunk."""
+    """Trains every run of the program; returns the final runner (``[padded_runs,
+    ...]`` over the run axis, see ``placement``), the table's ``[runs, updates]``
+    metrics (numpy, on every process) and the last report.
+    ``runner``/``metrics``/``start_chunk`` continue an interrupted sweep;
+    ``rebuild`` lets the memory fitting advance fewer runs at once (see
+    ``compile_to_fit``). ``on_chunk`` sees each chunk's result; returning True
+    stops after that chunk (every process must return the same)."""
     config = program.config
-    num_runs = run_table.num_runs(program.hparams)
+    num_runs = program.num_runs
+    distributed.check_same("checkpoint", start_chunk)
     start = time.perf_counter()
     compile_seconds = eval_seconds = 0.0
     if runner is None:
         runner = program.init(program.hparams)
     program, runner, program_bytes = compile_to_fit(program, runner, rebuild)
+    parallel = min(program.parallel_runs * program.placement.mesh.size, num_runs)
     collected = [] if metrics is None else [metrics]
     chunks = []
     report = ChunkReport(
@@ -261,13 +304,13 @@ def run(
         seconds=0.0,
         compile_seconds=0.0,
         steps_per_second=None,
-        parallel_runs=program.parallel_runs,
+        parallel_runs=parallel,
         program_bytes=program_bytes,
     )
     steps_per_chunk = program.chunk_updates * config.batch_size * num_runs
     for index in range(start_chunk, program.num_chunks):
         runner, chunk_metrics = program.run_chunk(runner, program.hparams)
-        chunk_metrics = jax.device_get(chunk_metrics)
+        chunk_metrics = placement.to_host(chunk_metrics, program.placement)
         if index == start_chunk:
             # Setup, compiling and the first call; later calls show the steady speed.
             compile_seconds = time.perf_counter() - start
@@ -288,7 +331,7 @@ def run(
             / (seconds - compile_seconds - eval_seconds)
             if steady_chunks
             else None,
-            parallel_runs=program.parallel_runs,
+            parallel_runs=parallel,
             program_bytes=program_bytes,
             eval_seconds=eval_seconds,
         )
@@ -322,8 +365,9 @@ def _with_evaluation(
         columns[name] = np.full(shape, np.nan, np.float32)
     episodes = evaluation_episodes(program.config, updates_done)
     if episodes:
-        result = jax.device_get(
-            program.evaluate(runner, program.hparams, episodes=episodes)
+        result = placement.to_host(
+            program.evaluate(runner, program.hparams, episodes=episodes),
+            program.placement,
         )
         last = (updates_done - 1) % program.chunk_updates
         columns["eval_return"][:, last] = result.stochastic
@@ -343,7 +387,7 @@ def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:
 def params_sha256(params: Any) -> list[str]:
     """Per run, the SHA-256 of the parameters' bytes (tree order, float32);
     ``params`` is stacked ``[runs, ...]``."""
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(params))]
+    leaves = jax.tree.leaves(distributed.to_host(params))
     hashes = []
     for run in range(leaves[0].shape[0]):
         digest = hashlib.sha256()
@@ -355,7 +399,7 @@ def params_sha256(params: Any) -> list[str]:
 
 def max_param_difference(params: Any, run_a: int, run_b: int) -> float:
     """Largest absolute difference between two runs' parameters."""
-    leaves = jax.tree.leaves(jax.device_get(params))
+    leaves = jax.tree.leaves(distributed.to_host(params))
     return float(max(np.max(np.abs(x[run_a] - x[run_b])) for x in leaves))
 
 

@@ -4,6 +4,11 @@ Builds and compiles the sweep's one program, advances it chunk by chunk with a
 progress bar (stderr; a widget in Jupyter), checkpoints into ``out_dir``, resumes
 bit-identically, and turns SIGINT/SIGTERM into a stop at the next chunk boundary.
 It prints nothing to stdout; messages go to the ``klipjax`` logger.
+
+With several processes (``distributed=True``, see ``klipjax.engine.distributed``)
+every process runs this same function: each trains its devices' runs, all write
+their shards of the checkpoints, a stop is agreed at a chunk boundary, and process
+0 alone shows progress, tracks and writes the sweep's files.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -25,11 +31,15 @@ from klipjax.config import checks, run_table
 from klipjax.config import files as config_files
 from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
-from klipjax.engine import compile_cache, memory, sweep
-from klipjax.engine.trainer import Trainer
+from klipjax.engine import compile_cache, memory, placement
+from klipjax.engine import distributed as _distributed
 from klipjax.outputs import tracking
 from klipjax.outputs.files import write_yaml
 from klipjax.outputs.results import CONFIG_FILE, Results
+
+if TYPE_CHECKING:
+    from klipjax.engine import sweep
+    from klipjax.engine.trainer import Trainer
 
 log = logging.getLogger("klipjax")
 
@@ -138,6 +148,7 @@ def train(
     parallel_runs: int = 0,
     trainer: Trainer | None = None,
     log: Any = None,
+    distributed: bool = False,
 ) -> Results:
     """Trains every run of ``hparams`` as one compiled program.
 
@@ -155,28 +166,43 @@ def train(
             config and table must be the ones it was started with. The result is
             bit-identical to an uninterrupted run.
         chunk_updates: Updates per compiled call (default: about 1/20 of the run).
-        parallel_runs: Runs advanced at once (0: all, fewer if memory is short).
+        parallel_runs: Runs each device advances at once (0: all, fewer if memory
+            is short). A run's float rounding depends on this width: 1 trains every
+            run exactly as it trains alone (docs/distributed.md).
         trainer: A ``make_trainer`` result to use instead of building one.
         log: Track every run live at chunk boundaries: ``"tensorboard"``,
             ``"wandb"``, a ``klipjax.outputs.tracking.TensorBoard`` / ``WandB``
             with options, or a list of these (see ``klipjax.outputs.tracking``).
             W&B failures only warn; training goes on.
+        distributed: This is one of several processes training the sweep together
+            (every one calls ``train`` with the same arguments): starts JAX's
+            distributed runtime (``jax.distributed.initialize()``, the cluster
+            detected) unless it is running. ``out_dir`` must then be a directory
+            every process sees. See docs/distributed.md.
 
     Returns:
-        ``Results`` with ``metrics[name]`` shaped ``[runs, updates]``. A run stopped
-        by SIGINT/SIGTERM returns what it has (``status`` "stopped").
+        ``Results`` with ``metrics[name]`` shaped ``[runs, updates]`` (on every
+        process). A run stopped by SIGINT/SIGTERM returns what it has (``status``
+        "stopped").
 
     Raises:
         ConfigError: A bad argument, an environment that cannot be built, an
             ``out_dir`` that holds another run.
     """
     started = time.perf_counter()
+    if distributed:
+        _distributed.initialize()
+    # Only now: importing the environments touches a device, which must come after
+    # the distributed runtime starts.
+    from klipjax.engine import sweep
+
     if not isinstance(config, Config):
         raise ConfigError(
             f"config: expected klipjax.Config, got {type(config).__name__}"
         )
     table = run_table.as_table(hparams)
-    log_to = tracking.destinations(log)
+    main = _distributed.is_main()
+    log_to = tracking.destinations(log) if main else []
     checkpoint_every = checks.as_int("checkpoint_every", checkpoint_every, 0)
     parallel_runs = checks.as_int("parallel_runs", parallel_runs, 0)
     if chunk_updates is not None:
@@ -186,9 +212,9 @@ def train(
         raise ConfigError("resume and checkpoint_every need an out_dir")
     created = out is not None and not out.exists()
     if out is not None:
-        _prepare_out_dir(out, resume)
+        _on_every_process(lambda: _prepare_out_dir(out, resume))
         if resume:
-            saved = _check_same_sweep(out, config, table)
+            saved = _on_every_process(lambda: _check_same_sweep(out, config, table))
             chunk_updates = saved.get("chunk_updates", chunk_updates)
             checkpoint_every = saved.get("checkpoint_every", checkpoint_every)
             parallel_runs = saved.get("parallel_runs", parallel_runs)
@@ -210,17 +236,18 @@ def train(
     try:
         program = build(parallel_runs)
     except BaseException:
-        if created and not any(out.iterdir()):
+        if created and main and not any(out.iterdir()):
             out.rmdir()  # nothing half-made is left behind by a sweep that never ran
         raise
     options["chunk_updates"] = program.chunk_updates  # a resume must reuse it
     checkpointer, runner, metrics, start_chunk = None, None, None, 0
     if out is not None:
+        if not resume and main:
+            write_yaml(out / CONFIG_FILE, config_files.to_dict(config, table, options))
+        _check_shared(out)
         checkpointer, runner, metrics, start_chunk = _open_checkpoints(
             out, program, resume
         )
-        if not resume:
-            write_yaml(out / CONFIG_FILE, config_files.to_dict(config, table, options))
 
     sweep_log = None
     if log_to:
@@ -232,17 +259,19 @@ def train(
             start_update=0 if metrics is None else metrics["env_steps"].shape[1],
         )
     stop = StopRequest()
+    stopped_by = None
     try:
         with (
             stop.installed(),
             _progress_bar(
-                progress,
+                progress and main,
                 config.num_updates,
                 min(start_chunk * program.chunk_updates, config.num_updates),
             ) as bar,
         ):
 
             def on_chunk(report: sweep.ChunkReport, runner, metrics) -> bool:
+                nonlocal stopped_by
                 if bar is not None:
                     bar.set_description("training", refresh=False)
                     if report.steps_per_second:
@@ -250,13 +279,15 @@ def train(
                             f"{report.steps_per_second:,.0f} env-steps/s", refresh=False
                         )
                     bar.update(report.updates_done - bar.n)
+                # A signal to any process stops them all after this same chunk.
+                stopped_by = _distributed.agree_max(stop.signum or 0) or None
                 finished = report.updates_done >= config.num_updates
                 due = checkpoint_every and report.updates_done % checkpoint_every == 0
-                if checkpointer is not None and (due or finished or stop.signum):
+                if checkpointer is not None and (due or finished or stopped_by):
                     checkpointer.save(report.chunks_done, runner, metrics)
                 if sweep_log is not None:
                     sweep_log.write(metrics)
-                return stop.signum is not None
+                return stopped_by is not None
 
             runner, metrics, report = sweep.run(
                 program,
@@ -283,16 +314,51 @@ def train(
     results = _results(
         config,
         table,
+        program.placement,
         runner,
         metrics,
         complete,
         timing=_timing(started, report, compile_cache.hits() - hits_before),
         options=options,
-        stopped_by=stop.signum,
+        stopped_by=stopped_by,
     )
     if out is not None:
-        results.save(out)
+        if main:
+            results.save(out)
+        _distributed.barrier("klipjax results written")
     return results
+
+
+def _on_every_process(check: Callable[[], Any]) -> Any:
+    """``check()`` on every process; if it fails on any, every process raises (no
+    process goes on alone to wait for the others in a collective)."""
+    try:
+        value, error = check(), None
+    except ConfigError as err:
+        value, error = None, err
+    failed = _distributed.gather_ints([error is not None])[:, 0]
+    if error is not None:
+        raise error
+    if failed.any():
+        raise ConfigError(
+            f"process {int(failed.argmax())} refused the sweep (see its message)"
+        )
+    return value
+
+
+def _check_shared(out: Path) -> None:
+    """With several processes, checks that they all see ``out`` (process 0 has
+    written its config there): checkpoints are written by every process."""
+    if jax.process_count() == 1:
+        return
+    _distributed.barrier("klipjax config written")
+    seen = _distributed.gather_ints([(out / CONFIG_FILE).is_file()])[:, 0]
+    if not seen.all():
+        raise ConfigError(
+            f"out_dir {str(out)!r}: process {int(seen.argmin())} does not see what "
+            "process 0 wrote there; several processes need a directory on a "
+            "filesystem they all share"
+        )
 
 
 def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
@@ -309,18 +375,30 @@ def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
         return checkpointer, None, None, 0
     updates_done = min(step * program.chunk_updates, config.num_updates)
     abstract = checkpoint.abstract_runner(program.init, program.hparams)
-    runner, metrics = checkpointer.restore(step, abstract, updates_done)
+    runner, metrics = checkpointer.restore(
+        step, abstract, updates_done, program.num_runs
+    )
     log.info("resuming at update %d/%d", updates_done, config.num_updates)
     return checkpointer, runner, metrics, step
 
 
 def _results(
-    config: Config, table: HParams, runner, metrics, complete: bool, **extra
+    config: Config,
+    table: HParams,
+    layout: placement.Placement,
+    runner,
+    metrics,
+    complete: bool,
+    **extra,
 ) -> Results:
-    """The outcome read off the final runner (parameters, divergence, identity)."""
-    params = jax.tree.map(np.asarray, jax.device_get(runner.params))
-    obs_stats = jax.tree.map(np.asarray, jax.device_get(runner.obs_stats))
-    diverged_at = np.asarray(jax.device_get(runner.diverged_at), np.int64)
+    """The outcome read off the final runner (parameters, divergence, identity),
+    gathered to every process."""
+    from klipjax.engine import sweep
+
+    params, obs_stats, diverged_at = placement.to_host(
+        (runner.params, runner.obs_stats, runner.diverged_at), layout
+    )
+    diverged_at = np.asarray(diverged_at, np.int64)
     return Results(
         config=config,
         hparams=table,
@@ -347,9 +425,10 @@ def _timing(
         "eval_seconds": report.eval_seconds,  # evaluations, their compile included
         "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
         "env_steps_per_second": report.steps_per_second,
-        "parallel_runs": report.parallel_runs,  # runs advanced at once
+        "parallel_runs": report.parallel_runs,  # runs advanced at once, all devices
         "memory_mb": {
-            "program": report.program_bytes / 2**20,  # XLA's analysis of one chunk
+            # XLA's analysis of one chunk, per device
+            "program": report.program_bytes / 2**20,
             **{f"peak_{k}": v / 2**20 for k, v in memory.peak_bytes().items()},
         },
     }
