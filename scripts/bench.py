@@ -132,11 +132,28 @@ def klipjax_command(runs, updates, repeats, loss="ppo_clip") -> list[str]:
 
 
 def rejax_python(venv: Path) -> Path:
-    """The rejax environment's interpreter, creating the environment if needed."""
+    """The rejax environment's interpreter, creating the environment if needed (and
+    installing rejax again if an earlier install was cut short).
+
+    Raises:
+        subprocess.CalledProcessError: venv or pip failed (e.g. PyPI unreachable).
+    """
     python = venv / "bin" / "python"
     if not python.exists():
         print(f"creating {venv} with rejax=={REJAX_VERSION} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.metadata as m; print(m.version('rejax'))",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if installed.stdout.strip() != REJAX_VERSION:
+        print(f"installing rejax=={REJAX_VERSION} into {venv} ...", flush=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", f"rejax=={REJAX_VERSION}"],
             check=True,

@@ -72,6 +72,7 @@ def main() -> None:
             {
                 "system": "rejax",
                 "version": importlib.metadata.version("rejax"),
+                "jax": jax.__version__,
                 "runs": args.runs,
                 "updates": args.updates,
                 "compile_s": compile_seconds,

@@ -2,6 +2,7 @@
 the user (``parallel_runs``) or automatically from XLA's memory analysis."""
 
 import numpy as np
+import pytest
 
 from klipjax.engine import memory
 from tests.sweeps import experiment, run
@@ -22,6 +23,7 @@ def train(**overrides):
     return run(experiment({**TINY, **overrides}))
 
 
+@pytest.mark.slow  # groups are checked bit for bit in test_sharding
 def test_runs_in_groups_learn_what_the_whole_sweep_learns():
     _, whole, whole_report = train()
     _, grouped, grouped_report = train(parallel_runs=4)  # 6 runs: groups of 4 and 2

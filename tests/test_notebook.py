@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "quickstart.ipynb"
@@ -29,6 +30,7 @@ def test_the_committed_notebook_has_its_outputs():
     )
 
 
+@pytest.mark.slow  # the notebook's API calls run in test_api
 def test_the_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("KLIPJAX_CACHE_DIR", "")
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -1,6 +1,7 @@
 """A built wheel works anywhere: installed into a fresh environment (its
-dependencies borrowed from the project's), it runs the README's Python quickstart
-and finds its presets from a directory outside the repository."""
+dependencies borrowed from the project's), it finds its presets from a directory
+outside the repository and runs the README's Python quickstart (slow: a cold
+compile)."""
 
 import os
 import re
@@ -8,6 +9,9 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import NamedTuple
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +29,17 @@ def readme_quickstart() -> str:
     return next(block for block in blocks if "kj.train(" in block)
 
 
-def test_the_wheel_runs_the_quickstart_outside_the_repo(tmp_path):
+class Installed(NamedTuple):
+    python: Path  # the fresh environment's interpreter
+    env_dir: Path
+    work: Path  # a directory outside the repository
+    env: dict
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Installed:
+    """The wheel built and installed into a fresh environment."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     dist = tmp_path / "dist"
     run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
          "--no-build-isolation", "-w", str(dist)])  # fmt: skip
@@ -47,6 +61,11 @@ def test_the_wheel_runs_the_quickstart_outside_the_repo(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "KLIPJAX_CACHE_DIR": "", "PYTHONPATH": ""}
+    return Installed(python, env_dir, work, env)
+
+
+def test_the_wheel_finds_its_modules_and_presets_outside_the_repo(installed):
+    python, env_dir, work, env = installed
     where = run(
         [str(python), "-c", "import klipjax; print(klipjax.__file__)"],
         cwd=work,
@@ -71,6 +90,10 @@ def test_the_wheel_runs_the_quickstart_outside_the_repo(tmp_path):
     )
     assert "preset groups" in helped.stdout
 
+
+@pytest.mark.slow  # a cold compile in the fresh environment
+def test_the_wheel_runs_the_readme_quickstart(installed):
+    python, _, work, env = installed
     done = run([str(python), "-c", readme_quickstart()], cwd=work, env=env)
     assert "ppo_clip clip_eps=0.1" in done.stdout and "klip clip_eps=0.2" in done.stdout
     assert not (work / "runs").exists()  # nothing written without out_dir

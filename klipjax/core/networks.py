@@ -28,7 +28,11 @@ def orthogonal(scale: float = 1.0):
     def init(key, shape, dtype=jnp.float32):
         rows, cols = shape[0], math.prod(shape[1:])
         tall, narrow = max(rows, cols), min(rows, cols)
-        bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        bits = (
+            jax.random.key_data(key)
+            if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+            else key
+        )
         basis = jax.pure_callback(
             partial(haar_columns, shape=(tall, narrow)),
             jax.ShapeDtypeStruct((tall, narrow), jnp.float32),

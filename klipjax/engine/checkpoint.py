@@ -25,7 +25,6 @@ from klipjax.engine.sweep import METRIC_NAMES
 from klipjax.engine.trainer import Runner
 
 CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.yaml"  # the run directory's table (as klipjax.outputs writes it)
 
 
 class SweepCheckpointer:
@@ -137,6 +136,8 @@ def latest_state(run_dir: str | Path) -> tuple | None:
         stats = RunningStats(stats["mean"], stats["var"], stats["count"])
     elif isinstance(stats, (list, tuple)):
         stats = RunningStats(*stats)
+    from klipjax.outputs.results import CONFIG_FILE
+
     num_runs = run_table.num_runs(
         config_files.load(Path(run_dir) / CONFIG_FILE).hparams
     )

@@ -132,10 +132,11 @@ def evaluate(
 
     from klipjax import envs
     from klipjax.config import checks
+    from klipjax.engine import compiler
 
     episodes = checks.as_int("episodes", episodes)
     spec = envs.make(policy.spec.env)
-    play = jax.jit(
+    play = compiler.jit(
         lambda policy, key: episode_returns(policy, spec, key, episodes, deterministic)
     )
     returns, lengths = play(policy, jax.random.PRNGKey(checks.as_int("seed", seed, 0)))

@@ -10,6 +10,7 @@ in groups of ``parallel_runs``, and the programs hold no collectives.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -27,7 +28,7 @@ from klipjax.config import run_table
 from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
 from klipjax.core.variants import LOSSES
-from klipjax.engine import distributed, memory, placement
+from klipjax.engine import compiler, distributed, memory, placement
 from klipjax.engine.trainer import Evaluation, Metrics, Runner, Trainer, make_trainer
 
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
@@ -197,9 +198,9 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
         return per_device(on_device)(runner, hp)
 
     return (
-        jax.jit(per_device(jax.vmap(trainer.init))),
-        jax.jit(per_device(run_device), donate_argnums=0),
-        jax.jit(evaluate, static_argnames="episodes"),
+        compiler.jit(per_device(jax.vmap(trainer.init))),
+        compiler.jit(per_device(run_device), donate_argnums=0),
+        compiler.jit(evaluate, static_argnames="episodes"),
     )
 
 
@@ -293,6 +294,8 @@ def run(
     compile_seconds = eval_seconds = 0.0
     if runner is None:
         runner = program.init(program.hparams)
+    runner = jax.device_put(runner, program.placement.sharding)
+    evaluations = _compile_evaluations_aside(program, runner, start_chunk)
     program, runner, program_bytes = compile_to_fit(program, runner, rebuild)
     parallel = min(program.parallel_runs * program.placement.mesh.size, num_runs)
     collected = [] if metrics is None else [metrics]
@@ -316,7 +319,9 @@ def run(
             compile_seconds = time.perf_counter() - start
         updates = min((index + 1) * program.chunk_updates, config.num_updates)
         evaluated = time.perf_counter()
-        chunks.append(_with_evaluation(program, runner, chunk_metrics, updates))
+        chunks.append(
+            _with_evaluation(program, evaluations, runner, chunk_metrics, updates)
+        )
         eval_seconds += time.perf_counter() - evaluated
         seconds = time.perf_counter() - start
         steady_chunks = index - start_chunk
@@ -352,8 +357,41 @@ def evaluation_episodes(config: Config, updates_done: int) -> int:
     return 0
 
 
+def _compile_evaluations_aside(
+    program: SweepProgram, runner: Runner, start_chunk: int
+) -> dict[int, concurrent.futures.Future]:
+    """Compiles, on a thread of its own, the evaluation programs the sweep will
+    call (one per episode count), while the chunk program compiles and runs: XLA
+    compiles a program on one core, so on two or more the evaluation's compile
+    costs the sweep almost nothing. Returns the compiled programs to come."""
+    config = program.config
+    boundaries = (
+        min((index + 1) * program.chunk_updates, config.num_updates)
+        for index in range(start_chunk, program.num_chunks)
+    )
+    counts = sorted({evaluation_episodes(config, u) for u in boundaries} - {0})
+    if not counts:
+        return {}
+    shapes = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), runner
+    )
+
+    def compile_one(episodes: int):
+        lowered = program.evaluate.lower(shapes, program.hparams, episodes=episodes)
+        return lowered.compile()
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, "klipjax-eval-compile")
+    futures = {episodes: pool.submit(compile_one, episodes) for episodes in counts}
+    pool.shutdown(wait=False)  # the thread ends when its compiles are done
+    return futures
+
+
 def _with_evaluation(
-    program: SweepProgram, runner: Runner, chunk_metrics: Metrics, updates_done: int
+    program: SweepProgram,
+    evaluations: dict[int, concurrent.futures.Future],
+    runner: Runner,
+    chunk_metrics: Metrics,
+    updates_done: int,
 ) -> dict[str, np.ndarray]:
     """A chunk's ``{name: [runs, chunk]}`` metrics, with the evaluation due at its
     end (if any) in the ``EVAL_METRICS`` columns of its last real update."""
@@ -365,10 +403,8 @@ def _with_evaluation(
         columns[name] = np.full(shape, np.nan, np.float32)
     episodes = evaluation_episodes(program.config, updates_done)
     if episodes:
-        result = placement.to_host(
-            program.evaluate(runner, program.hparams, episodes=episodes),
-            program.placement,
-        )
+        evaluate = evaluations[episodes].result()  # compiled beside the training
+        result = placement.to_host(evaluate(runner, program.hparams), program.placement)
         last = (updates_done - 1) % program.chunk_updates
         columns["eval_return"][:, last] = result.stochastic
         columns["eval_return_det"][:, last] = result.deterministic

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import gymnax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import spaces
+
+from klipjax.envs.deferred_imports import RENDER_ONLY, deferred
+
+with deferred(*RENDER_ONLY):
+    import gymnax
+    from gymnax.environments import spaces
 
 from klipjax.config.checks import ConfigError
 from klipjax.core.distributions import Categorical, DiagonalGaussian

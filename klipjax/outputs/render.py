@@ -12,6 +12,7 @@ import numpy as np
 
 from klipjax import envs
 from klipjax.config.checks import ConfigError
+from klipjax.engine import compiler
 from klipjax.engine.evaluation import episode_states
 from klipjax.envs import brax_adapter
 from klipjax.outputs.files import atomic_path, write_atomic
@@ -44,7 +45,7 @@ def render(
     if out.suffix.lower() != wanted:
         kind = "a Brax" if brax else "a gymnax"
         raise ConfigError(f"{out}: {kind} episode is drawn to a {wanted} file")
-    states, rewards, length = jax.jit(
+    states, rewards, length = compiler.jit(
         lambda policy, key: episode_states(policy, spec, key, deterministic)
     )(policy, jax.random.PRNGKey(seed))
     length = int(length)

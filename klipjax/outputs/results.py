@@ -28,6 +28,16 @@ from klipjax.outputs.files import write_json, write_parquet, write_yaml
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
+# summary.json's timing fields (``Results.timing``)
+TIMING_KEYS = (
+    "wall_seconds",
+    "compile_seconds",
+    "eval_seconds",
+    "compile_cache_hits",
+    "env_steps_per_second",
+    "parallel_runs",
+    "memory_mb",
+)
 # Metrics drawn as small multiples beside the learning curves.
 PANEL_METRICS = (
     "kill_fraction",
@@ -277,15 +287,6 @@ def load(out_dir: str | os.PathLike[str]) -> Results:
     }
     runs = summary["runs"]
     params, obs_stats = _checkpointed_state(out)
-    timing_keys = (
-        "wall_seconds",
-        "compile_seconds",
-        "eval_seconds",
-        "compile_cache_hits",
-        "env_steps_per_second",
-        "parallel_runs",
-        "memory_mb",
-    )
     return Results(
         config=experiment.config,
         hparams=experiment.hparams,
@@ -295,7 +296,7 @@ def load(out_dir: str | os.PathLike[str]) -> Results:
         diverged_at=np.asarray([run.get("diverged_at_update", -1) for run in runs]),
         params_sha256=tuple(run["params_sha256"] for run in runs),
         identity=summary["identity"],
-        timing={key: summary[key] for key in timing_keys if key in summary},
+        timing={key: summary[key] for key in TIMING_KEYS if key in summary},
         options=experiment.options,
         obs_stats=obs_stats,
     )

@@ -1,0 +1,45 @@
+"""What a sweep pays before training: gymnax's render-only imports are deferred to
+their first use, and the programs compile with klipjax's CPU options unless the
+user's XLA_FLAGS set the level."""
+
+import subprocess
+import sys
+import textwrap
+
+from klipjax.engine import compiler
+
+DEFERRED = textwrap.dedent(
+    """
+    import sys
+    import klipjax.envs
+    assert "seaborn" not in sys.modules, "seaborn imported eagerly"
+    assert "matplotlib.pyplot" not in sys.modules, "pyplot imported eagerly"
+    import gymnax.environments.misc.pong as pong
+    assert len(pong.sns.color_palette("cubehelix", 3)) == 3  # loads on first use
+    import seaborn
+    assert seaborn is sys.modules["seaborn"] and hasattr(seaborn, "histplot")
+    import matplotlib.pyplot as plt
+    figure, _ = plt.subplots()
+    assert type(plt).__name__ == "module" and figure is not None
+    print("OK")
+    """
+)
+
+
+def test_gymnax_render_modules_load_on_first_use():
+    done = subprocess.run(
+        [sys.executable, "-c", DEFERRED],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"MPLBACKEND": "Agg", "PATH": ""},
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+
+
+def test_cpu_programs_compile_at_level_one_unless_xla_flags_say(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert compiler.options() == {compiler.LEVEL_FLAG: compiler.CPU_OPTIMIZATION_LEVEL}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert compiler.options() == {}
