@@ -47,7 +47,10 @@ def count_traces(monkeypatch):
 
 @pytest.mark.parametrize(
     "grid, runs",
-    [({"loss": ["ppo_clip", "klip"], "clip_eps": [0.1, 0.2]}, 4), ({}, 1)],
+    [
+        ({"loss": ["ppo_clip", "klip"], "clip_eps": [0.1, 0.2]}, 4),
+        pytest.param({}, 1, marks=pytest.mark.slow),  # the grid case covers it
+    ],
 )
 def test_a_whole_grid_traces_the_train_function_once(monkeypatch, grid, runs):
     chex.clear_trace_counter()

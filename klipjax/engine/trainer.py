@@ -255,7 +255,7 @@ class RunProgram:
             reset_keys, self.spec.params
         )
         zeros = jnp.zeros(self.config.num_envs, jnp.float32)
-        return Runner(
+        runner = Runner(
             params=params,
             opt_state=make_optimizer(hp, self.config).init(params),
             env_state=env_state,
@@ -270,6 +270,10 @@ class RunProgram:
             update=jnp.asarray(0, jnp.int32),
             diverged_at=jnp.asarray(-1, jnp.int32),
         )
+        # No weak types (an env's step counter, a count started from a Python
+        # float): a runner read back from a checkpoint has none, and the chunk
+        # program must see the same types either way, or a resume compiles anew.
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), runner)
 
     def env_step(self, hp: HParams, carry, step_inputs):
         """One step of every env with the current actor (a ``lax.scan`` body)."""

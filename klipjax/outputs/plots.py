@@ -110,7 +110,7 @@ def plot_curves(
     Returns:
         ``path`` as a `Path`.
     """
-    figure = Figure(figsize=CURVE_FIGSIZE, dpi=DPI)
+    figure = Figure(figsize=CURVE_FIGSIZE, dpi=DPI, layout="tight")
     axes = figure.add_subplot()
     _draw_bands(axes, setting_bands(frame, x=x, y=y, swept=swept), x=x)
     axes.set_ylabel(_axis_label(y))
@@ -156,7 +156,9 @@ def _panel_grid(count: int):
     """A figure with ``count`` panels, up to 3 per row, and its flat axes list."""
     columns = min(count, MAX_PANEL_COLUMNS)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), dpi=DPI)
+    figure = Figure(
+        figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), dpi=DPI, layout="tight"
+    )
     grid = figure.subplots(rows, columns, squeeze=False).ravel()
     for unused in grid[count:]:
         figure.delaxes(unused)
@@ -254,8 +256,7 @@ def _draw_bands(
 def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Renders ``figure`` with Agg into a temp file, then renames it onto ``path``."""
     path = Path(path)
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
+    FigureCanvasAgg(figure)  # the figure's "tight" layout is applied as it draws
     # An explicit format stops matplotlib appending an extension to a bare name,
     # which would make the rename miss the file it wrote.
     image_format = path.suffix.lstrip(".").lower() or "png"
