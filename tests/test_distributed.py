@@ -188,13 +188,24 @@ def wait_for_checkpoint(run_dir: Path, processes, timeout=TIMEOUT):
     raise AssertionError("no checkpoint appeared")
 
 
-@pytest.mark.slow
-def test_one_process_killed_then_both_resumed_is_bit_identical(tmp_path):
+def reference_and_pair_under_way(tmp_path: Path, name: str):
+    """The one-process reference of ``LONGER``, then a pair training it into
+    ``tmp_path/name`` and past its first checkpoint: ``(reference, run_dir, pair)``."""
     reference = one_process(LONGER, tmp_path, "one")
-    run_dir = tmp_path / "killed"
-    pair = start_pair([*LONGER, "--out", str(run_dir)], tmp_path, "killed")
+    run_dir = tmp_path / name
+    pair = start_pair([*LONGER, "--out", str(run_dir)], tmp_path, name)
     try:
         wait_for_checkpoint(run_dir, pair)
+    except BaseException:
+        wait_all(pair, timeout=1)
+        raise
+    return reference, run_dir, pair
+
+
+@pytest.mark.slow
+def test_one_process_killed_then_both_resumed_is_bit_identical(tmp_path):
+    reference, run_dir, pair = reference_and_pair_under_way(tmp_path, "killed")
+    try:
         time.sleep(0.3)  # somewhere between checkpoints, maybe mid-save
         pair[1].send_signal(signal.SIGKILL)
         # The survivor stops within JAX's heartbeat timeout; a scheduler would
@@ -213,11 +224,8 @@ def test_one_process_killed_then_both_resumed_is_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_a_signal_to_one_process_stops_both_and_resumes_on_one(tmp_path):
-    reference = one_process(LONGER, tmp_path, "one")
-    run_dir = tmp_path / "stopped"
-    pair = start_pair([*LONGER, "--out", str(run_dir)], tmp_path, "stopped")
+    reference, run_dir, pair = reference_and_pair_under_way(tmp_path, "stopped")
     try:
-        wait_for_checkpoint(run_dir, pair)
         pair[1].send_signal(signal.SIGTERM)
         codes = wait_all(pair)
     finally:
