@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml Makefile
 train: $(STAMP)
 	$(VENV)/bin/klipjax train
 
+# One worker per core, a test file's tests on one worker (its module fixtures built once).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -1,7 +1,5 @@
 """``python -m klipjax`` is the ``klipjax`` command."""
 
-import sys
+from klipjax.cli import run
 
-from klipjax.cli import main
-
-sys.exit(main())
+run()

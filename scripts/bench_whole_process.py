@@ -13,7 +13,9 @@ in a fresh process, with every compilation cache cold, and the wall time from sp
 to exit is measured:
 
 - klipjax through its command line, ``klipjax train`` (its own breakdown is read
-  from the run directory's ``summary.json``);
+  from the run directory's ``summary.json``); on a CPU its runs spread over one JAX
+  device per core, as for any user (``--one-device`` adds a row on JAX's single CPU
+  device, ``KLIPJAX_CPU_DEVICES=1``);
 - a PureJaxRL-style single-file script (``scripts/baselines/purejaxrl_style.py``);
 - rejax 0.1.3 in its own virtual environment (``scripts/bench_rejax.py``, one
   repeat, evaluation off), skipped if that environment cannot be created.
@@ -125,9 +127,14 @@ class Tool:
     python: Path
     timeout_s: float
     extra_overrides: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # on top of cold_env()
+
+    @property
+    def is_klipjax(self) -> bool:
+        return self.name.startswith("klipjax")
 
     def command(self, runs: int, steps: int, workdir: Path) -> list[str]:
-        if self.name == "klipjax":
+        if self.is_klipjax:
             cli = Path(self.python).with_name("klipjax")
             start = [str(cli)] if cli.exists() else [str(self.python), "-m", "klipjax"]
             overrides = [
@@ -156,7 +163,10 @@ class Tool:
         with tempfile.TemporaryDirectory(prefix=f"bench-{self.name}-") as tmp:
             workdir = Path(tmp)
             process = run_process(
-                self.command(runs, steps, workdir), cold_env(), workdir, self.timeout_s
+                self.command(runs, steps, workdir),
+                cold_env() | self.env,
+                workdir,
+                self.timeout_s,
             )
             row = {
                 "tool": self.name,
@@ -165,7 +175,7 @@ class Tool:
                 "cpu_s": process.cpu_s,
                 "peak_rss_mb": process.peak_rss_mb,
             }
-            if self.name == "klipjax":
+            if self.is_klipjax:
                 row.update(klipjax_breakdown(workdir / "run", runs))
             else:
                 reported = last_json(process.stdout)
@@ -235,7 +245,7 @@ def summarise(rows: list[dict], tools: list[str]) -> tuple[list[dict], list[dict
                 "peak_rss_mb",
             ):
                 entry[key] = median([r.get(key) for r in mine])
-            if tool == "klipjax":
+            if tool.startswith("klipjax"):
                 timing = [r["klipjax_timing"] for r in mine]
                 for key in ("wall_seconds", "compile_seconds", "eval_seconds"):
                     entry[key] = median([t[key] for t in timing])
@@ -304,15 +314,16 @@ def tables(medians, ratios, imports, tools) -> list[str]:
         "klipjax's own breakdown (`summary.json`, medians):",
         "",
         (
-            "| runs | whole process s | train() s | compile_seconds | eval_seconds "
-            "| steady execution s | outside train() s | greedy eval return |"
+            "| runs | tool | whole process s | train() s | compile_seconds "
+            "| eval_seconds | steady execution s | outside train() s "
+            "| greedy eval return |"
         ),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in medians:
-        if m["tool"] == "klipjax":
+        if m["tool"].startswith("klipjax"):
             lines.append(
-                f"| {m['runs']} | {fmt(m['wall_s'])} | {fmt(m['wall_seconds'])} "
+                f"| {m['runs']} | {m['tool']} | {fmt(m['wall_s'])} | {fmt(m['wall_seconds'])} "
                 f"| {fmt(m['compile_seconds'])} | {fmt(m['eval_seconds'])} "
                 f"| {fmt(m['execute_s'], 2)} | {fmt(m['outside_train_s'])} "
                 f"| {fmt(m['final_eval_return_det'])} |"
@@ -338,6 +349,11 @@ def write_report(path: Path, result: dict, lines: list[str]) -> None:
             f"with compilation caches off; {args['pairs']} round(s), order rotated each "
             "round; medians shown, ratios are medians of per-round ratios (above 1: "
             "klipjax takes less time)."
+        ),
+        (
+            "- Devices: klipjax spreads its runs over one JAX CPU device per core "
+            "(`klipjax_one_device`: JAX's single CPU device); the baselines run on "
+            "JAX's single CPU device, as their recipes do."
         ),
         (
             "- Whole process: spawn to exit. Compile: lowering plus compiling (klipjax: "
@@ -375,6 +391,12 @@ def main() -> None:
     parser.add_argument("--rejax-venv", type=Path, default=ROOT / ".bench-rejax")
     parser.add_argument("--no-rejax", action="store_true")
     parser.add_argument(
+        "--one-device",
+        action="store_true",
+        help="also klipjax on JAX's single CPU device (KLIPJAX_CPU_DEVICES=1), "
+        "not one device per core",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=3600, help="seconds before a child is killed"
     )
     parser.add_argument(
@@ -392,6 +414,16 @@ def main() -> None:
         Tool("klipjax", python, args.timeout, args.klipjax_set),
         Tool("purejaxrl_style", python, args.timeout),
     ]
+    if args.one_device:
+        tools.append(
+            Tool(
+                "klipjax_one_device",
+                python,
+                args.timeout,
+                args.klipjax_set,
+                {"KLIPJAX_CPU_DEVICES": "1"},
+            )
+        )
     rejax_skipped = "--no-rejax" if args.no_rejax else None
     if not args.no_rejax:
         try:
@@ -454,6 +486,7 @@ def main() -> None:
             "steps": args.steps,
             "pairs": args.pairs,
             "klipjax_set": args.klipjax_set,
+            "one_device": args.one_device,
         },
         "imports": imports,
         "medians": medians,

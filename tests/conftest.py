@@ -11,3 +11,8 @@ import tempfile
 _SESSION_CACHE = tempfile.mkdtemp(prefix="klipjax-test-xla-")
 atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 os.environ["KLIPJAX_CACHE_DIR"] = _SESSION_CACHE
+
+# One CPU device, as JAX has by default: the suite's numbers do not depend on the
+# machine's core count, and its worker processes (one per core) do not each spread
+# over every core. test_cpu_devices checks klipjax's own default in fresh processes.
+os.environ["KLIPJAX_CPU_DEVICES"] = "1"

@@ -92,6 +92,8 @@ def test_the_cli_writes_the_same_values(python_results, tmp_path, capsys):
     assert [r["params_sha256"] for r in runs] == list(python_results.params_sha256)
     assert all(r["status"] == "ok" for r in runs)
     assert runs[0]["hparams"]["clip_eps"] == 0.1 and runs[0]["seed"] == 0
+    # the layout it ran on: the suite's one CPU device, all 12 runs at once
+    assert summary["devices"] == 1 and summary["parallel_runs"] == 12
     # final_return is the paper's: mean over updates in the last 10% of env steps
     first = frame[frame["run"] == 0]
     tail = first[(first["env_steps"] > 0.9 * 8192) & (first["episodes"] > 0)]

@@ -45,7 +45,6 @@ def test_a_sweep_that_does_not_fit_is_split_automatically(monkeypatch):
 
 
 def test_the_memory_figures_are_reported():
-    cfg = experiment({**TINY, "seeds": 1})
-    _, _, report = run(cfg)
+    _, _, report = train()  # the program of the test above, compiled once
     peaks = memory.peak_bytes()
     assert peaks["host"] > report.program_bytes > 0

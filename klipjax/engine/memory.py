@@ -26,11 +26,17 @@ def program_bytes(compiled) -> int:
 
 def available_bytes() -> int:
     """Free memory of the first local device: the accelerator's own memory, or for
-    the CPU backend the host's available memory."""
-    device = jax.local_devices()[0]
-    stats = device.memory_stats() if device.platform != "cpu" else None
+    the CPU backend its share of the host's available memory (the CPU devices,
+    one per core, all draw on it)."""
+    devices = jax.local_devices()
+    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return _host_available_bytes() // len(devices)
+
+
+def _host_available_bytes() -> int:
+    """The host's available memory (``MemAvailable``, else free pages)."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

@@ -230,17 +230,23 @@ def _in_groups(run_group: Callable, parallel: int, runs: int) -> Callable:
 
 
 def compile_to_fit(
-    program: SweepProgram, runner: Runner, rebuild: Callable[[int], SweepProgram] | None
-) -> tuple[SweepProgram, Runner, int]:
-    """Compiles the chunk program; if the program needs more than ``MEMORY_FRACTION``
-    of the available memory and ``rebuild(parallel_runs)`` is given (the user left
-    ``parallel_runs`` to klipjax), rebuilds it to advance proportionally fewer runs
-    at once (the fewest any process asks for: all must run one program). Returns
-    the program (its ``run_chunk`` now the compiled executable), the runner laid
-    out as the program expects it (over the run axis, like the hyperparameters)
-    and the program's memory need in bytes (per device)."""
-    runner = jax.device_put(runner, program.placement.sharding)
-    compiled = program.run_chunk.lower(runner, program.hparams).compile()
+    program: SweepProgram,
+    runner: Runner,
+    rebuild: Callable[[int], SweepProgram] | None,
+    after_lowering: Callable[[], Any] | None = None,
+) -> tuple[SweepProgram, int]:
+    """Compiles the chunk program for ``runner`` (arrays or shapes, laid over the
+    run axis); if the program needs more than ``MEMORY_FRACTION`` of the available
+    memory and ``rebuild(parallel_runs)`` is given (the user left ``parallel_runs``
+    to klipjax), rebuilds it to advance proportionally fewer runs at once (the
+    fewest any process asks for: all must run one program). ``after_lowering`` is
+    called once the program is traced, before XLA compiles it. Returns the program
+    (its ``run_chunk`` now the compiled executable) and its memory need in bytes
+    (per device)."""
+    lowered = program.run_chunk.lower(runner, program.hparams)
+    if after_lowering is not None:
+        after_lowering()
+    compiled = lowered.compile()
     need = memory.program_bytes(compiled)
     if rebuild is not None and program.parallel_runs > 1:
         budget = MEMORY_FRACTION * memory.available_bytes()
@@ -252,7 +258,7 @@ def compile_to_fit(
             program = rebuild(fitting)
             compiled = program.run_chunk.lower(runner, program.hparams).compile()
             need = memory.program_bytes(compiled)
-    return program._replace(run_chunk=compiled), runner, need
+    return program._replace(run_chunk=compiled), need
 
 
 class ChunkReport(NamedTuple):
@@ -292,11 +298,31 @@ def run(
     distributed.check_same("checkpoint", start_chunk)
     start = time.perf_counter()
     compile_seconds = eval_seconds = 0.0
+    # XLA compiles a program on one core: the initial runner's program compiles and
+    # runs on a thread while the chunk program compiles, and the evaluation
+    # programs start compiling once the chunk program is traced (tracing is Python,
+    # which threads would only take turns at).
+    sharding = program.placement.sharding
     if runner is None:
-        runner = program.init(program.hparams)
-    runner = jax.device_put(runner, program.placement.sharding)
-    evaluations = _compile_evaluations_aside(program, runner, start_chunk)
-    program, runner, program_bytes = compile_to_fit(program, runner, rebuild)
+        lowered_init = program.init.lower(program.hparams)
+        shapes = _on_run_axis(lowered_init.out_info, sharding)
+        initial = _in_background(
+            "klipjax-init", lambda: lowered_init.compile()(program.hparams)
+        )
+    else:
+        runner = jax.device_put(runner, sharding)
+        shapes, initial = _on_run_axis(runner, sharding), None
+    evaluations: dict[int, concurrent.futures.Future] = {}
+    program, program_bytes = compile_to_fit(
+        program,
+        shapes,
+        rebuild,
+        after_lowering=lambda: evaluations.update(
+            _compile_evaluations_aside(program, shapes, start_chunk)
+        ),
+    )
+    if initial is not None:
+        runner = jax.device_put(initial.result(), sharding)
     parallel = min(program.parallel_runs * program.placement.mesh.size, num_runs)
     collected = [] if metrics is None else [metrics]
     chunks = []
@@ -357,8 +383,24 @@ def evaluation_episodes(config: Config, updates_done: int) -> int:
     return 0
 
 
+def _on_run_axis(tree: Any, sharding) -> Any:
+    """Shapes and dtypes of ``tree``'s leaves (all ``[padded_runs, ...]``), laid
+    over the run axis."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
+    )
+
+
+def _in_background(name: str, work: Callable[[], Any]) -> concurrent.futures.Future:
+    """``work()`` on a thread of its own; the thread ends when the work is done."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, name)
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future
+
+
 def _compile_evaluations_aside(
-    program: SweepProgram, runner: Runner, start_chunk: int
+    program: SweepProgram, shapes: Runner, start_chunk: int
 ) -> dict[int, concurrent.futures.Future]:
     """Compiles, on a thread of its own, the evaluation programs the sweep will
     call (one per episode count), while the chunk program compiles and runs: XLA
@@ -372,18 +414,17 @@ def _compile_evaluations_aside(
     counts = sorted({evaluation_episodes(config, u) for u in boundaries} - {0})
     if not counts:
         return {}
-    shapes = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), runner
-    )
 
     def compile_one(episodes: int):
         lowered = program.evaluate.lower(shapes, program.hparams, episodes=episodes)
         return lowered.compile()
 
-    pool = concurrent.futures.ThreadPoolExecutor(1, "klipjax-eval-compile")
-    futures = {episodes: pool.submit(compile_one, episodes) for episodes in counts}
-    pool.shutdown(wait=False)  # the thread ends when its compiles are done
-    return futures
+    return {
+        episodes: _in_background(
+            "klipjax-eval-compile", functools.partial(compile_one, episodes)
+        )
+        for episodes in counts
+    }
 
 
 def _with_evaluation(

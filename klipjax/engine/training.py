@@ -272,6 +272,8 @@ def train(
 
             def on_chunk(report: sweep.ChunkReport, runner, metrics) -> bool:
                 nonlocal stopped_by
+                if out is not None and main and report.chunks_done == start_chunk + 1:
+                    _import_writers_aside()
                 if bar is not None:
                     bar.set_description("training", refresh=False)
                     if report.steps_per_second:
@@ -318,7 +320,9 @@ def train(
         runner,
         metrics,
         complete,
-        timing=_timing(started, report, compile_cache.hits() - hits_before),
+        timing=_timing(
+            started, report, compile_cache.hits() - hits_before, program.placement
+        ),
         options=options,
         stopped_by=stopped_by,
     )
@@ -327,6 +331,22 @@ def train(
             results.save(out)
         _distributed.barrier("klipjax results written")
     return results
+
+
+def _import_writers_aside() -> None:
+    """Imports what writing the run directory needs (matplotlib for the figures,
+    pyarrow for the parquet file) on a thread while the sweep trains: the compiled
+    chunks hold no Python lock and leave a core to spare, and otherwise these
+    imports wait for the end of training."""
+
+    def load() -> None:
+        # Only a head start: whatever fails here, save() imports (and reports) itself.
+        with contextlib.suppress(Exception):
+            import pyarrow.parquet  # noqa: F401
+
+            from klipjax.outputs import plots  # noqa: F401
+
+    threading.Thread(target=load, name="klipjax-import-writers", daemon=True).start()
 
 
 def _on_every_process(check: Callable[[], Any]) -> Any:
@@ -417,7 +437,10 @@ def _results(
 
 
 def _timing(
-    started: float, report: sweep.ChunkReport, cache_hits: int
+    started: float,
+    report: sweep.ChunkReport,
+    cache_hits: int,
+    layout: placement.Placement,
 ) -> dict[str, Any]:
     return {
         "wall_seconds": time.perf_counter() - started,
@@ -426,6 +449,7 @@ def _timing(
         "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
         "env_steps_per_second": report.steps_per_second,
         "parallel_runs": report.parallel_runs,  # runs advanced at once, all devices
+        "devices": layout.mesh.size,  # the run axis spans them (all processes)
         "memory_mb": {
             # XLA's analysis of one chunk, per device
             "program": report.program_bytes / 2**20,

@@ -8,8 +8,12 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from klipjax.engine import cpu_devices
 from klipjax.envs.deferred_imports import RENDER_ONLY, deferred
 
+# gymnax computes arrays when imported, which starts JAX's backends: the CPU device
+# count (one per core) must be set before.
+cpu_devices.configure()
 with deferred(*RENDER_ONLY):
     import gymnax
     from gymnax.environments import spaces

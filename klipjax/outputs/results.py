@@ -36,6 +36,7 @@ TIMING_KEYS = (
     "compile_cache_hits",
     "env_steps_per_second",
     "parallel_runs",
+    "devices",
     "memory_mb",
 )
 # Metrics drawn as small multiples beside the learning curves.
