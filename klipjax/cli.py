@@ -339,21 +339,29 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_policy_source(parser) -> None:
+    """The policy that ``evaluate`` and ``render`` play, and how it acts."""
+    parser.add_argument(
+        "source",
+        metavar="DIR",
+        help="a run directory (with --run) or a policy directory",
+    )
+    parser.add_argument("--run", type=_non_negative, help="run index in a sweep")
+    parser.add_argument("--seed", type=_non_negative, default=0)
+    parser.add_argument(
+        "--stochastic", action="store_true", help="sample actions (default: greedy)"
+    )
+
+
 def _add_policy_commands(commands) -> None:
-    source_help = "a run directory (with --run) or a policy directory"
     evaluate = commands.add_parser(
         "evaluate",
         help="play episodes with a trained policy and print its return",
         description="Evaluate a run's final policy, or an exported one, on fresh "
         "episodes of its env.",
     )
-    evaluate.add_argument("source", metavar="DIR", help=source_help)
-    evaluate.add_argument("--run", type=_non_negative, help="run index in a sweep")
+    _add_policy_source(evaluate)
     evaluate.add_argument("--episodes", type=_positive, default=100)
-    evaluate.add_argument("--seed", type=_non_negative, default=0)
-    evaluate.add_argument(
-        "--stochastic", action="store_true", help="sample actions (default: greedy)"
-    )
     evaluate.set_defaults(handler=evaluate_command)
     export = commands.add_parser(
         "export",
@@ -371,14 +379,9 @@ def _add_policy_commands(commands) -> None:
         description="Play one greedy episode and draw it: a .gif through gymnax's "
         "visualiser, or a .html through brax's renderer.",
     )
-    render.add_argument("source", metavar="DIR", help=source_help)
-    render.add_argument("--run", type=_non_negative, help="run index in a sweep")
+    _add_policy_source(render)
     render.add_argument("--out", required=True, metavar="FILE", help=".gif or .html")
-    render.add_argument("--seed", type=_non_negative, default=0)
     render.add_argument("--max-frames", type=_positive, help="draw at most N steps")
-    render.add_argument(
-        "--stochastic", action="store_true", help="sample actions (default: greedy)"
-    )
     render.set_defaults(handler=render_command)
 
 

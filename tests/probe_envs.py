@@ -30,12 +30,16 @@ class ConstantReward(environment.Environment):
     def default_params(self):
         return ProbeParams()
 
+    def reward(self, action):
+        del action
+        return jnp.asarray(1.0)
+
     def step_env(self, key, state, action, params):
         state = ProbeState(time=state.time + 1)
         terminated = jnp.logical_and(
             params.terminate_at > 0, state.time >= params.terminate_at
         )
-        return self.get_obs(state), state, jnp.asarray(1.0), terminated, {}
+        return self.get_obs(state), state, self.reward(action), terminated, {}
 
     def reset_env(self, key, params):
         state = ProbeState(time=0)
@@ -58,7 +62,7 @@ def constant_reward(max_steps=5, terminate_at=0):
     return factory
 
 
-class ActionReward(environment.Environment):
+class ActionReward(ConstantReward):
     """Reward = the action taken (discrete 0/1, or a Box action in [-1, 1]),
     constant observation, episodes of ``max_steps_in_episode`` steps or terminated
     after ``terminate_at``: a policy's return is known from its action alone."""
@@ -67,32 +71,13 @@ class ActionReward(environment.Environment):
         super().__init__()
         self.continuous = continuous
 
-    @property
-    def default_params(self):
-        return ProbeParams()
-
-    def step_env(self, key, state, action, params):
-        state = ProbeState(time=state.time + 1)
-        terminated = jnp.logical_and(
-            params.terminate_at > 0, state.time >= params.terminate_at
-        )
-        reward = jnp.sum(jnp.asarray(action, jnp.float32))
-        return self.get_obs(state), state, reward, terminated, {}
-
-    def reset_env(self, key, params):
-        state = ProbeState(time=0)
-        return self.get_obs(state), state
-
-    def get_obs(self, state, params=None, key=None):
-        return jnp.zeros((1,), jnp.float32)
+    def reward(self, action):
+        return jnp.sum(jnp.asarray(action, jnp.float32))
 
     def action_space(self, params=None):
         if self.continuous:
             return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
-        return spaces.Discrete(2)
-
-    def observation_space(self, params):
-        return spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+        return super().action_space(params)
 
 
 def action_reward(max_steps=5, terminate_at=0, continuous=False):

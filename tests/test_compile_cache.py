@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--set", "total_steps=2048", "--set", "epochs=1", "--set", "seeds=2"]
 
@@ -25,6 +27,9 @@ def train(out, cache):
     return json.loads((out / "summary.json").read_text())
 
 
+# make test keeps test_resume's SIGTERM case: its resuming process loads the programs
+# an earlier process compiled from the cache and ends bit-identical to it.
+@pytest.mark.slow
 def test_second_invocation_hits_the_cache_with_identical_results(tmp_path):
     cache = tmp_path / "cache"
     first = train(tmp_path / "a", cache)

@@ -128,7 +128,7 @@ def test_sigterm_checkpoints_writes_partial_results_and_resumes(tmp_path, refere
     assert resumed[0]["compile_cache_hits"] >= 2
 
 
-@pytest.mark.slow  # test_compile_cache compares two invocations too
+@pytest.mark.slow  # the SIGTERM case resumes in a second process, bit-identical
 def test_two_invocations_are_bit_identical(tmp_path, reference):
     run_dir = tmp_path / "again"
     code, err = finish(klipjax(*ARGS, "--out", str(run_dir)))
