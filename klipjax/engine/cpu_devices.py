@@ -4,15 +4,16 @@ XLA runs the program of one device on about one core (these programs' small matr
 products do not spread over threads), and JAX's CPU backend has a single device
 unless told otherwise. With one device per core, the run axis
 (``klipjax.engine.placement``) lays a sweep's runs over all of them. On a 2-core
-x86-64 VM the CartPole preset trained 8 runs at 80.5k env-steps/s on two devices
-against 34.9k on one, and 64 runs at 66.8k against 38.0k (docs/benchmarks.md).
+x86-64 VM the CartPole preset trained 8 runs at 68.4k env-steps/s on two devices
+against 34.8k on one, and 64 runs at 69.7k against 39.0k (docs/benchmarks.md).
 
 The count can only be set before JAX starts its backends. ``configure`` runs when
 ``klipjax.envs`` is first imported (a ``Config``, ``train``, the command line), just
 before gymnax, whose import starts them; ``import klipjax`` alone changes nothing,
-so code that imports klipjax only for its losses keeps JAX's defaults. A count the user chose is left alone:
-``KLIPJAX_CPU_DEVICES``, JAX's ``jax_num_cpu_devices`` (or ``JAX_NUM_CPU_DEVICES``),
-or ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``.
+so code that imports klipjax only for its losses keeps JAX's defaults. A count the
+user chose is left alone: ``KLIPJAX_CPU_DEVICES``, JAX's ``jax_num_cpu_devices``
+(or ``JAX_NUM_CPU_DEVICES``), or ``--xla_force_host_platform_device_count`` in
+``XLA_FLAGS``.
 
 A run's float rounding depends on the number of runs each device advances at once
 (docs/distributed.md), so the same sweep can give other numbers on a machine with
@@ -31,6 +32,7 @@ from klipjax.config.checks import ConfigError
 ENV = "KLIPJAX_CPU_DEVICES"
 XLA_COUNT_FLAG = "xla_force_host_platform_device_count"
 log = logging.getLogger("klipjax")
+_warned: list[bool] = []  # the warning below is given once per process
 
 
 def usable_cores() -> int:
@@ -75,7 +77,7 @@ def configure() -> int | None:
             _warned.append(True)
             log.warning(
                 "JAX's CPU backend was started with %d device(s) before klipjax "
-                "could give it %d (one per core): CPU sweeps in this process use "
+                "could give it %d: CPU sweeps in this process use "
                 "%d core(s). Import klipjax.envs (or set %s) before anything "
                 "else uses JAX.",
                 have,
@@ -86,7 +88,5 @@ def configure() -> int | None:
         return None
     return wanted
 
-
-_warned: list[bool] = []
 
 __all__ = ["ENV", "configure", "requested", "usable_cores"]
