@@ -204,10 +204,12 @@ def _print_summary(results, out: Path) -> None:
     timing = results.timing
     rate = timing["env_steps_per_second"]
     rate_text = f"{rate:,.0f} env-steps/s" if rate else "n/a"
+    resumes = timing.get("resumes", 0)
     console.print(
         f"wall {timing['wall_seconds']:.1f} s, compile {timing['compile_seconds']:.1f} s, "
-        f"evaluation {timing.get('eval_seconds', 0.0):.1f} s, "
-        f"{rate_text} (all runs, after compile)",
+        f"evaluation {timing.get('eval_seconds', 0.0):.1f} s"
+        + (f" (summed over {resumes + 1} processes)" if resumes else "")
+        + f", {rate_text} (all runs, after compile)",
         highlight=False,
     )
     mem = timing["memory_mb"]

@@ -162,15 +162,9 @@ def rejax_python(venv: Path) -> Path:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    from klipjax.engine.hardware import host_cpu
+
+    return f"{host_cpu()}, Python {platform.python_version()}"
 
 
 def write_markdown(path: Path, rows: list[dict], variants: list[dict], args) -> None:

@@ -2,7 +2,9 @@
 writes what the Python API returns."""
 
 import json
+import os
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,6 +96,9 @@ def test_the_cli_writes_the_same_values(python_results, tmp_path, capsys):
     assert runs[0]["hparams"]["clip_eps"] == 0.1 and runs[0]["seed"] == 0
     # the layout it ran on: the suite's one CPU device, all 12 runs at once
     assert summary["devices"] == 1 and summary["parallel_runs"] == 12
+    assert summary["hardware"]["device_kind"] == "cpu"
+    assert summary["hardware"]["jax"] == jax.__version__
+    assert summary["hardware"]["host_cpu"].endswith(f", {os.cpu_count()} cores")
     # final_return is the paper's: mean over updates in the last 10% of env steps
     first = frame[frame["run"] == 0]
     tail = first[(first["env_steps"] > 0.9 * 8192) & (first["episodes"] > 0)]

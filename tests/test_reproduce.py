@@ -1,9 +1,13 @@
 """`klipjax reproduce` builds its report from tiny runs, so the report code cannot rot."""
 
 import dataclasses
+import json
+
+import pandas as pd
 
 from klipjax.cli import main
 from klipjax.config import files, run_table
+from klipjax.engine import hardware
 from klipjax.outputs import report as reproduce
 
 
@@ -48,6 +52,9 @@ def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
     )  # a shorter budget than the paper's is flagged
     assert "| CartPole-v1 | 2 | yes | 0 | 0 |" in report  # identity: live gap 0
     assert "### cartpole_beta" in report and "| kl_fixed | 10 |" in report
+    # the cost table says what each group ran on (the suite's one CPU device)
+    cost = next(line for line in report.splitlines() if line.startswith("| cartpole |"))
+    assert cost.endswith(f"| 1 x cpu ({hardware.host_cpu()}) |")
     figures = [
         "curves.png",
         "identity.png",
@@ -65,6 +72,50 @@ def test_report_from_tiny_runs(tmp_path, monkeypatch, capsys):
     assert main(["reproduce", "cartpole", "cartpole_beta", "--out", str(out)]) == 0
     assert capsys.readouterr().err.count("already complete") == 2
     assert (out / "REPORT.md").is_file()
+
+
+def _body(report: str) -> list[str]:
+    """The report's lines but its first one (the date it was written)."""
+    return report.splitlines()[3:]
+
+
+def test_report_rebuilds_from_the_kept_columns_or_without_them(tmp_path, monkeypatch):
+    """A directory under version control keeps `report_metrics.parquet`, not the
+    full metrics: the report it rebuilds is the same; with neither, the tables
+    still come from summary.json and the report says what it cannot draw."""
+    monkeypatch.setattr(reproduce, "QUICK_MAX_STEPS", 1024)
+    monkeypatch.setattr(reproduce, "QUICK_MIN_UPDATES", 2)
+    out = tmp_path / "repro"
+    assert main(["reproduce", "cartpole", "--quick", "--out", str(out)]) == 0
+    group = out / "cartpole"
+    kept = pd.read_parquet(group / reproduce.REPORT_METRICS_FILE)
+    full = pd.read_parquet(group / "metrics.parquet")
+    assert list(kept.columns) == [c for c in reproduce.REPORT_COLUMNS if c in full]
+    assert "identity_gap" in kept and len(kept) == len(full)
+    assert len(full.columns) > 2 * len(kept.columns)  # the point of the small file
+    with_full = (out / "REPORT.md").read_text()
+    assert "not kept" not in with_full
+
+    (group / "metrics.parquet").unlink()
+    with_kept = reproduce.write_report(out, quick=True).read_text()
+    assert _body(with_kept) == _body(with_full)
+
+    (group / reproduce.REPORT_METRICS_FILE).unlink()
+    (out / "curves.png").unlink()
+    summary = json.loads((group / "summary.json").read_text())
+    del summary["hardware"]  # as in a summary written before it was recorded
+    (group / "summary.json").write_text(json.dumps(summary))
+    bare = reproduce.write_report(out, quick=True).read_text()
+    assert "No per-update metrics are kept for cartpole" in bare
+    assert not (out / "curves.png").exists() and "(curves.png)" not in bare
+    # the final returns and the identity of parameters come from summary.json
+    returns = [line for line in _body(with_full) if line.startswith("| CartPole-v1 |")]
+    assert returns and all(line in bare for line in returns[:4])
+    assert "| CartPole-v1 | 2 | yes | 0 | not kept |" in bare
+    assert any(
+        line.startswith("| cartpole |") and line.endswith("| not recorded |")
+        for line in bare.splitlines()
+    )
 
 
 def test_unknown_group_is_a_clean_error(capsys):

@@ -118,10 +118,31 @@ def test_sigterm_checkpoints_writes_partial_results_and_resumes(tmp_path, refere
     assert summary["complete"] is False and 0 < summary["updates_done"] < 64
     assert {r["status"] for r in summary["runs"]} == {"stopped"}
     assert len(frame) == 4 * summary["updates_done"]
+    assert summary["resumes"] == 0
+    # The checkpoint carries the time spent so far; make it a day, as a long run's
+    # first process would have spent, to see it added up.
+    checkpoints = run_dir / "checkpoints"
+    latest = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    (carried,) = [
+        p
+        for p in (checkpoints / str(latest) / "timing").iterdir()
+        if p.name != "commit_success.txt"
+    ]
+    spent = json.loads(carried.read_text())
+    assert (
+        0 < spent["compile_seconds"] <= spent["wall_seconds"] <= summary["wall_seconds"]
+    )
+    carried.write_text(json.dumps({**spent, "wall_seconds": 86400.0}))
+    started = time.perf_counter()
     code, err = finish(klipjax("--resume", str(run_dir)))
+    second = time.perf_counter() - started
     assert code == 0, err
     resumed = outcome(run_dir)
     assert_same_run(resumed, reference)
+    total = resumed[0]
+    assert total["resumes"] == 1 and "summed over 2 processes" in err
+    assert 86400 < total["wall_seconds"] < 86400 + second
+    assert total["compile_seconds"] > spent["compile_seconds"]
     # The restored runner has the types of a fresh one: the chunk and evaluation
     # programs the reference compiled load from the cache (the init program holds
     # a host callback and is never cached).

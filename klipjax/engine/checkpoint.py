@@ -25,6 +25,7 @@ from klipjax.engine.sweep import METRIC_NAMES
 from klipjax.engine.trainer import Runner
 
 CHECKPOINT_DIR = "checkpoints"
+TIMING_ITEM = "timing"
 
 
 class SweepCheckpointer:
@@ -39,12 +40,19 @@ class SweepCheckpointer:
             ),
         )
 
-    def save(self, chunks_done: int, runner: Runner, metrics: dict[str, np.ndarray]):
+    def save(
+        self,
+        chunks_done: int,
+        runner: Runner,
+        metrics: dict[str, np.ndarray],
+        timing: dict[str, float],
+    ):
         """Starts an asynchronous save; every process calls it. orbax copies each
         process's shards of the runner to host memory before it returns (the
         writing goes on in the background), so the next chunk may reuse (donate)
-        the device buffers at once. The metrics, the same on every process, are
-        written by process 0."""
+        the device buffers at once. The metrics, the same on every process, and
+        ``timing`` (the seconds spent on the sweep so far, over all its
+        processes' lives) are written by process 0."""
         host_metrics = {name: np.asarray(metrics[name]) for name in METRIC_NAMES}
         self.manager.save(
             chunks_done,
@@ -52,6 +60,7 @@ class SweepCheckpointer:
                 runner=ocp.args.StandardSave(runner),
                 # "metrics" is reserved by CheckpointManager (for best_fn)
                 history=ocp.args.StandardSave(host_metrics),
+                **{TIMING_ITEM: ocp.args.JsonSave(timing)},
             ),
             force=True,
         )
@@ -66,14 +75,18 @@ class SweepCheckpointer:
         updates_done: int,
         num_runs: int | None = None,
     ):
-        """Restores the runner (onto the abstract target's shardings) and the
-        metrics of the table's ``num_runs`` runs (default: the runner's)."""
+        """Restores the runner (onto the abstract target's shardings), the
+        metrics of the table's ``num_runs`` runs (default: the runner's) and the
+        saved timing (empty from a checkpoint written before it was kept)."""
         if num_runs is None:
             num_runs = jax.tree.leaves(abstract_runner)[0].shape[0]
         abstract_metrics = {
             name: jax.ShapeDtypeStruct((num_runs, updates_done), np.float32)
             for name in METRIC_NAMES
         }
+        # orbax lists only the items this process has registered, so look on disk
+        kept = (self.directory / str(step) / TIMING_ITEM).is_dir()
+        timing = {TIMING_ITEM: ocp.args.JsonRestore()} if kept else {}
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -85,10 +98,11 @@ class SweepCheckpointer:
                 # config, which a resume checks first.
                 runner=ocp.args.StandardRestore(abstract_runner, strict=False),
                 history=ocp.args.StandardRestore(abstract_metrics),
+                **timing,
             ),
         )
         metrics = {name: np.asarray(value) for name, value in restored.history.items()}
-        return restored.runner, metrics
+        return restored.runner, metrics, dict(restored.get(TIMING_ITEM) or {})
 
     def close(self):
         """Waits for pending saves to be on disk."""

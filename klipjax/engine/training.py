@@ -31,7 +31,7 @@ from klipjax.config import checks, run_table
 from klipjax.config import files as config_files
 from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
-from klipjax.engine import compile_cache, memory, placement
+from klipjax.engine import compile_cache, hardware, memory, placement
 from klipjax.engine import distributed as _distributed
 from klipjax.outputs import tracking
 from klipjax.outputs.files import write_yaml
@@ -240,12 +240,12 @@ def train(
             out.rmdir()  # nothing half-made is left behind by a sweep that never ran
         raise
     options["chunk_updates"] = program.chunk_updates  # a resume must reuse it
-    checkpointer, runner, metrics, start_chunk = None, None, None, 0
+    checkpointer, runner, metrics, start_chunk, earlier = None, None, None, 0, {}
     if out is not None:
         if not resume and main:
             write_yaml(out / CONFIG_FILE, config_files.to_dict(config, table, options))
         _check_shared(out)
-        checkpointer, runner, metrics, start_chunk = _open_checkpoints(
+        checkpointer, runner, metrics, start_chunk, earlier = _open_checkpoints(
             out, program, resume
         )
 
@@ -286,7 +286,8 @@ def train(
                 finished = report.updates_done >= config.num_updates
                 due = checkpoint_every and report.updates_done % checkpoint_every == 0
                 if checkpointer is not None and (due or finished or stopped_by):
-                    checkpointer.save(report.chunks_done, runner, metrics)
+                    spent = _spent(started, report, earlier)
+                    checkpointer.save(report.chunks_done, runner, metrics, spent)
                 if sweep_log is not None:
                     sweep_log.write(metrics)
                 return stopped_by is not None
@@ -321,7 +322,10 @@ def train(
         metrics,
         complete,
         timing=_timing(
-            started, report, compile_cache.hits() - hits_before, program.placement
+            _spent(started, report, earlier),
+            report,
+            compile_cache.hits() - hits_before,
+            program.placement,
         ),
         options=options,
         stopped_by=stopped_by,
@@ -383,7 +387,8 @@ def _check_shared(out: Path) -> None:
 
 def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
     """The sweep's checkpointer, and with ``resume`` the state it holds:
-    ``(checkpointer, runner, metrics, start_chunk)`` (None, None, 0 if none)."""
+    ``(checkpointer, runner, metrics, start_chunk, earlier)`` (None, None, 0, {}
+    if none), ``earlier`` being the time spent before (see ``_spent``)."""
     from klipjax.engine import checkpoint  # orbax only when checkpointing
 
     config = program.config
@@ -392,14 +397,15 @@ def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
     if step is None:
         if resume:
             log.info("no checkpoint yet: starting from the beginning")
-        return checkpointer, None, None, 0
+        return checkpointer, None, None, 0, {}
     updates_done = min(step * program.chunk_updates, config.num_updates)
     abstract = checkpoint.abstract_runner(program.init, program.hparams)
-    runner, metrics = checkpointer.restore(
+    runner, metrics, earlier = checkpointer.restore(
         step, abstract, updates_done, program.num_runs
     )
     log.info("resuming at update %d/%d", updates_done, config.num_updates)
-    return checkpointer, runner, metrics, step
+    earlier["resumes"] = earlier.get("resumes", 0) + 1
+    return checkpointer, runner, metrics, step, earlier
 
 
 def _results(
@@ -436,20 +442,36 @@ def _results(
     )
 
 
+def _spent(
+    started: float, report: sweep.ChunkReport, earlier: dict[str, float]
+) -> dict[str, float]:
+    """Wall, compile and evaluation seconds spent on the sweep so far: this
+    process's added to ``earlier``, what the checkpoint it resumed from had spent
+    (the time of a process killed after its last checkpoint is not counted: its
+    work is redone, and counted, here), and how many ``resumes`` that took."""
+    now = {
+        "wall_seconds": time.perf_counter() - started,
+        "compile_seconds": report.compile_seconds,
+        "eval_seconds": report.eval_seconds,  # evaluations, their compile included
+    }
+    return {key: earlier.get(key, 0.0) + seconds for key, seconds in now.items()} | {
+        "resumes": earlier.get("resumes", 0)
+    }
+
+
 def _timing(
-    started: float,
+    spent: dict[str, float],
     report: sweep.ChunkReport,
     cache_hits: int,
     layout: placement.Placement,
 ) -> dict[str, Any]:
     return {
-        "wall_seconds": time.perf_counter() - started,
-        "compile_seconds": report.compile_seconds,
-        "eval_seconds": report.eval_seconds,  # evaluations, their compile included
+        **spent,
         "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
         "env_steps_per_second": report.steps_per_second,
         "parallel_runs": report.parallel_runs,  # runs advanced at once, all devices
         "devices": layout.mesh.size,  # the run axis spans them (all processes)
+        "hardware": hardware.describe(),
         "memory_mb": {
             # XLA's analysis of one chunk, per device
             "program": report.program_bytes / 2**20,

@@ -2,7 +2,12 @@
 
 Each group is one sweep config in ``klipjax/presets/`` (one compile per group). A
 reproduction directory holds one run directory per group plus ``REPORT.md`` and its
-figures, built from the groups' ``summary.json`` and ``metrics.parquet`` alone.
+figures, built from the groups' ``summary.json`` and per-update metrics alone. Each
+group keeps the metrics columns the report reads in a small ``report_metrics.parquet``
+beside the full ``metrics.parquet``, so a directory under version control can keep
+the small file only and still have its report rebuilt when a group is added. A group
+with neither (one kept before the small file existed) keeps its tables from
+``summary.json``; the report names what it cannot draw for it.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import pandas as pd
 
 from klipjax import stats
 from klipjax.config import files as config_files
+from klipjax.engine import hardware
 from klipjax.outputs import plots
 from klipjax.outputs.compare import format_interval
-from klipjax.outputs.files import write_atomic
+from klipjax.outputs.files import write_atomic, write_parquet
+from klipjax.outputs.results import METRICS_FILE, SUMMARY_FILE
 
 # Package data, so a wheel installed anywhere finds them.
 PRESETS = resources.files("klipjax") / "presets"
@@ -73,6 +80,25 @@ PAPER_PEAK_KILL = {
     "brax/humanoid": 0.57,
     "brax/walker2d": 0.16,
 }
+# The per-update columns the report draws and tabulates, kept per group in
+# REPORT_METRICS_FILE (a few hundred kB for a Brax group, where the full table is MBs).
+REPORT_METRICS_FILE = "report_metrics.parquet"
+REPORT_COLUMNS = (
+    "run",
+    "update",
+    "loss",
+    "env_steps",
+    "episode_return",
+    "identity_gap",
+    "kill_fraction",
+    "kill_fraction_max",
+    "in_band_fraction",
+    "pass_fraction",
+    "beta_t_kill_abs_mean",
+    "beta_t_p90",
+    "kl_beta",
+)
+NOT_KEPT = "not kept"
 QUICK_SEEDS = 2
 BOOTSTRAP_SEED = 0  # the report's intervals are reproducible
 QUICK_MAX_STEPS = 40_000
@@ -148,7 +174,7 @@ def group_experiment(name: str, quick: bool) -> config_files.Experiment:
 class GroupResult(NamedTuple):
     group: Group
     summary: dict[str, Any]
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None  # the REPORT_COLUMNS per run and update, if kept
 
     @property
     def task(self) -> str:
@@ -156,13 +182,25 @@ class GroupResult(NamedTuple):
 
 
 def load_group(run_dir: Path, group: Group) -> GroupResult:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    frame = pd.read_parquet(run_dir / "metrics.parquet", engine="pyarrow")
+    """A complete group: its summary, and its per-update report columns from
+    ``metrics.parquet`` or else ``REPORT_METRICS_FILE`` (``None`` if neither).
+    Read from ``metrics.parquet``, the columns are also written to
+    ``REPORT_METRICS_FILE``, the file a directory under version control keeps."""
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    frame = None
+    for name in (METRICS_FILE, REPORT_METRICS_FILE):
+        if (run_dir / name).is_file():
+            frame = pd.read_parquet(run_dir / name, engine="pyarrow")
+            # a preset without the live check records no identity_gap
+            frame = frame[[c for c in REPORT_COLUMNS if c in frame.columns]]
+            if name == METRICS_FILE:
+                write_parquet(run_dir / REPORT_METRICS_FILE, frame)
+            break
     return GroupResult(group, summary, frame)
 
 
 def is_complete(run_dir: Path) -> bool:
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
 
 
@@ -276,15 +314,22 @@ def _duration(seconds: float) -> str:
 def _cost_lines(done: list[GroupResult]) -> list[str]:
     """What each group ran and what it cost (as recorded in its summary.json)."""
     lines = [
-        "| group | runs x env steps | wall (incl. compile) | env-steps/s after the first chunk |",
-        "|---|---|---|---|",
+        (
+            "| group | runs x env steps | wall (incl. compile) | env-steps/s after the "
+            "first chunk | ran on |"
+        ),
+        "|---|---|---|---|---|",
     ]
     for result in done:
         summary = result.summary
+        ran_on = hardware.label(summary.get("hardware"), summary.get("devices"))
+        wall = _duration(summary["wall_seconds"])
+        if summary.get("resumes"):
+            wall += f" (over {summary['resumes'] + 1} processes)"
         lines.append(
             f"| {result.group.name} | {summary['num_runs']} x "
-            f"{_steps(summary['total_steps'])} | {_duration(summary['wall_seconds'])} | "
-            f"{summary['env_steps_per_second'] or 0:,.0f} |"
+            f"{_steps(summary['total_steps'])} | {wall} | "
+            f"{summary['env_steps_per_second'] or 0:,.0f} | {ran_on} |"
         )
     return lines
 
@@ -301,8 +346,8 @@ def _identity_lines(tasks: list[GroupResult]) -> list[str]:
         identity = result.summary["identity"]
         if not identity.get("pairs"):
             continue
-        gap = result.frame.get("identity_gap")
-        gap_text = "not recorded"
+        gap = None if result.frame is None else result.frame.get("identity_gap")
+        gap_text = NOT_KEPT if result.frame is None else "not recorded"
         if gap is not None and np.isfinite(gap).any():
             gap_text = f"{np.nanmax(gap.to_numpy()):g}"
         lines.append(
@@ -319,15 +364,18 @@ def _kill_lines(tasks: list[GroupResult]) -> list[str]:
         "|---" * (len(VARIANTS) + 2) + "|",
     ]
     for result in tasks:
-        by_loss = result.frame.groupby("loss")
-        update_peak = by_loss["kill_fraction"].max()
-        minibatch_peak = by_loss["kill_fraction_max"].max()
-        cells = [
-            f"{update_peak[v]:.1%} / {minibatch_peak[v]:.1%}"
-            if v in update_peak
-            else "-"
-            for v in VARIANTS
-        ]
+        if result.frame is None:
+            cells = [NOT_KEPT] * len(VARIANTS)
+        else:
+            by_loss = result.frame.groupby("loss")
+            update_peak = by_loss["kill_fraction"].max()
+            minibatch_peak = by_loss["kill_fraction_max"].max()
+            cells = [
+                f"{update_peak[v]:.1%} / {minibatch_peak[v]:.1%}"
+                if v in update_peak
+                else "-"
+                for v in VARIANTS
+            ]
         paper = PAPER_PEAK_KILL.get(paper_task(result.task))
         lines.append(
             f"| {result.task} | "
@@ -375,6 +423,106 @@ def _knob_table(result: GroupResult) -> list[str]:
     return lines
 
 
+def _not_kept_lines(tasks: list[GroupResult]) -> list[str]:
+    """Names the task groups with no per-update metrics kept, if any."""
+    names = [r.group.name for r in tasks if r.frame is None]
+    if not names:
+        return []
+    return [
+        (
+            f"No per-update metrics are kept for {', '.join(names)} (neither "
+            f"`{METRICS_FILE}` nor `{REPORT_METRICS_FILE}` in the group's directory): "
+            "the figures leave them out, and their live identity check and kill "
+            f"fractions read '{NOT_KEPT}'; the tables built from `summary.json` (final "
+            "return, identical parameters, cost) include them as any group."
+        ),
+        "",
+    ]
+
+
+def _task_figure_sections(tasks: list[GroupResult], out: Path) -> list[str]:
+    """The curves, the identity and the sample-partition sections of the task
+    groups, drawn from the groups whose per-update metrics are kept; the
+    single-task figures show the first of them."""
+    drawn = [r for r in tasks if r.frame is not None]
+    lines = ["## Learning curves (mean ± std over seeds)", "", *_not_kept_lines(tasks)]
+    if drawn:
+        plots.plot_task_curves({r.task: r.frame for r in drawn}, out / "curves.png")
+        lines += ["![curves](curves.png)", ""]
+    lines += [
+        "## The identity: PPO-Clip and the per-sample KL form",
+        "",
+        (
+            "Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
+            "check computes both forms' gradients on every minibatch of the `ppo_clip` "
+            "runs where the preset enables it."
+        ),
+        "",
+        *_identity_lines(tasks),
+        "",
+    ]
+    if not drawn:
+        return lines
+    first = drawn[0]
+    pair = first.frame[first.frame["loss"].isin(["ppo_clip", "klip"])]
+    if len(pair):
+        plots.plot_curves(
+            pair,
+            out / "identity.png",
+            title=f"{first.task}: PPO-Clip (solid) vs per-sample KL (dashed)",
+        )
+        lines += ["![identity](identity.png)", ""]
+    plots.plot_metric_panels(
+        first.frame,
+        out / "partition.png",
+        ["in_band_fraction", "kill_fraction", "pass_fraction"],
+    )
+    plots.plot_metric_panels(
+        first.frame, out / "beta.png", ["beta_t_kill_abs_mean", "beta_t_p90"]
+    )
+    lines += [
+        "## Where the samples sit: I_in, I_kill, I_pass",
+        "",
+        f"Per update, the fractions over all samples of its minibatch steps ({first.task}):",
+        "",
+        "![partition](partition.png)",
+        "",
+        (
+            "Peak fraction of samples in I_kill over training: of an update (mean over "
+            "its minibatches) / of a single minibatch:"
+        ),
+        "",
+        *_kill_lines(tasks),
+        "",
+        "## beta_t on I_kill",
+        "",
+        (
+            "Mean |beta_t| over I_kill and the 90th percentile of beta_t per update "
+            "(the coefficients the step gate implies; the run's own gate for the soft "
+            "variants):"
+        ),
+        "",
+        "![beta](beta.png)",
+        "",
+    ]
+    # The scalar beta only exists for the KL variants.
+    scalar = first.frame[first.frame["loss"].isin(["kl_fixed", "kl_adaptive"])]
+    if len(scalar):
+        plots.plot_curves(
+            scalar,
+            out / "kl_beta.png",
+            y="kl_beta",
+            title=f"{first.task}: scalar beta of the KL variants",
+        )
+        lines += [
+            "The scalar beta of the KL variants (fixed, or adapted once per rollout):",
+            "",
+            "![kl_beta](kl_beta.png)",
+            "",
+        ]
+    return lines
+
+
 def write_report(out: Path, quick: bool) -> Path:
     """Builds ``out/REPORT.md`` and its figures from every complete group in ``out``
     (not only the ones just run), in the order of ``GROUPS``."""
@@ -414,86 +562,14 @@ def write_report(out: Path, quick: bool) -> Path:
     ]
     if tasks:
         lines += ["## Final return", "", *_final_return_table(tasks), ""]
-        plots.plot_task_curves({r.task: r.frame for r in tasks}, out / "curves.png")
-        lines += [
-            "## Learning curves (mean ± std over seeds)",
-            "",
-            "![curves](curves.png)",
-            "",
-        ]
-        lines += [
-            "## The identity: PPO-Clip and the per-sample KL form",
-            "",
-            (
-                "Runs of `ppo_clip` and `klip` with the same seed inside one sweep. The live "
-                "check computes both forms' gradients on every minibatch of the `ppo_clip` "
-                "runs where the preset enables it."
-            ),
-            "",
-            *_identity_lines(tasks),
-            "",
-        ]
-        first = tasks[0]
-        pair = first.frame[first.frame["loss"].isin(["ppo_clip", "klip"])]
-        if len(pair):
-            plots.plot_curves(
-                pair,
-                out / "identity.png",
-                title=f"{first.task}: PPO-Clip (solid) vs per-sample KL (dashed)",
-            )
-            lines += ["![identity](identity.png)", ""]
-        plots.plot_metric_panels(
-            first.frame,
-            out / "partition.png",
-            ["in_band_fraction", "kill_fraction", "pass_fraction"],
-        )
-        plots.plot_metric_panels(
-            first.frame, out / "beta.png", ["beta_t_kill_abs_mean", "beta_t_p90"]
-        )
-        # The scalar beta only exists for the KL variants.
-        scalar = first.frame[first.frame["loss"].isin(["kl_fixed", "kl_adaptive"])]
-        if len(scalar):
-            plots.plot_curves(
-                scalar,
-                out / "kl_beta.png",
-                y="kl_beta",
-                title=f"{first.task}: scalar beta of the KL variants",
-            )
-        lines += [
-            "## Where the samples sit: I_in, I_kill, I_pass",
-            "",
-            f"Per update, the fractions over all samples of its minibatch steps ({first.task}):",
-            "",
-            "![partition](partition.png)",
-            "",
-            (
-                "Peak fraction of samples in I_kill over training: of an update (mean over "
-                "its minibatches) / of a single minibatch:"
-            ),
-            "",
-            *_kill_lines(tasks),
-            "",
-            "## beta_t on I_kill",
-            "",
-            (
-                "Mean |beta_t| over I_kill and the 90th percentile of beta_t per update "
-                "(the coefficients the step gate implies; the run's own gate for the soft "
-                "variants):"
-            ),
-            "",
-            "![beta](beta.png)",
-            "",
-            "The scalar beta of the KL variants (fixed, or adapted once per rollout):",
-            "",
-            "![kl_beta](kl_beta.png)",
-            "",
-        ]
+        lines += _task_figure_sections(tasks, out)
     lines += [
         "## What ran, and what it cost",
         "",
         (
-            "Wall time of each group's sweep as recorded when it ran (on the machine "
-            "that ran it, which need not be this report's)."
+            "Wall time of each group's sweep as recorded when it ran, and what it ran "
+            "on (the devices its runs spread over; 'not recorded' for groups run "
+            "before summaries kept it)."
         ),
         "",
         *_cost_lines(done),

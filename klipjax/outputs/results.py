@@ -33,10 +33,12 @@ TIMING_KEYS = (
     "wall_seconds",
     "compile_seconds",
     "eval_seconds",
+    "resumes",
     "compile_cache_hits",
     "env_steps_per_second",
     "parallel_runs",
     "devices",
+    "hardware",
     "memory_mb",
 )
 # Metrics drawn as small multiples beside the learning curves.
