@@ -161,9 +161,9 @@ def test_a_short_brax_run_trains(tmp_path):
     assert hashes[0] == hashes[1] != hashes[2]
     # the env states checkpoint and restore exactly (resume stays bit-identical)
     saver = checkpoint.SweepCheckpointer(tmp_path)
-    saver.save(1, runner, metrics)
+    saver.save(1, runner, metrics, {"wall_seconds": 1.0})
     saver.close()
     abstract = checkpoint.abstract_runner(program.init, program.hparams)
-    restored, _ = checkpoint.SweepCheckpointer(tmp_path).restore(1, abstract, 3)
+    restored, _, _ = checkpoint.SweepCheckpointer(tmp_path).restore(1, abstract, 3)
     for a, b in zip(jax.tree.leaves(runner), jax.tree.leaves(restored)):
         np.testing.assert_array_equal(a, b)

@@ -54,13 +54,14 @@ SCRIPT = textwrap.dedent(
     with tempfile.TemporaryDirectory() as run_dir:
         saver = checkpoint.SweepCheckpointer(run_dir)
         first, partial, _ = run(cfg, lambda *a: True, program=program)
-        saver.save(1, first, partial)
+        saver.save(1, first, partial, {"wall_seconds": 2.5, "resumes": 0})
         saver.close()
         loader = checkpoint.SweepCheckpointer(run_dir)
         abstract = checkpoint.abstract_runner(program.init, program.hparams)
-        restored, history = loader.restore(
+        restored, history, spent = loader.restore(
             1, abstract, program.chunk_updates, program.num_runs
         )
+        assert spent == {"wall_seconds": 2.5, "resumes": 0}
         restored_kernel = restored.params["actor"]["params"]["MLP_0"]["Dense_0"]
         assert len(restored_kernel["kernel"].sharding.device_set) == 4
         resumed, _, _ = run(cfg, program=program, runner=restored,
