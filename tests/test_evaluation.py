@@ -2,6 +2,7 @@
 returns are known from the policy's action probabilities, and inside a sweep
 (between chunks, on its own keys, never changing the training)."""
 
+import functools
 import math
 
 import jax
@@ -12,7 +13,8 @@ import pytest
 import klipjax as kj
 from klipjax import envs
 from klipjax.core.normalization import RunningStats
-from klipjax.engine import evaluation
+from klipjax.engine import evaluation, sweep
+from klipjax.envs import brax_adapter as brax_envs
 from klipjax.policy import Policy, PolicySpec
 from tests.probe_envs import action_reward
 
@@ -160,3 +162,86 @@ def test_evaluations_must_fall_between_chunks(probes):
         kj.Config(**TINY, eval_episodes=0)
     with pytest.raises(kj.ConfigError, match="final_eval_episodes"):
         kj.Config(**TINY, final_eval_episodes=-1)
+
+
+def random_policy(env_id: str) -> Policy:
+    spec = PolicySpec.of(env_id, envs.make(env_id), (8,))
+    params = spec.actor.init(jax.random.PRNGKey(1), jnp.zeros(spec.obs_size))
+    stats = RunningStats.create((spec.obs_size,))
+    return Policy(params, stats, jnp.asarray(False), spec)
+
+
+@pytest.mark.parametrize("env_id", ["probe/action-reward", "CartPole-v1"])
+def test_episodes_stepped_in_batches_are_the_same_episodes(probes, env_id):
+    # An env with a bound on its batch (Brax on a CPU) steps the slots a few at a
+    # time, on the same keys: sampled and greedy episodes are unchanged.
+    policy, spec = random_policy(env_id), envs.make(env_id)
+    modes = jnp.arange(10) % 2 == 0
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def play(key, env_batch):
+        return evaluation.episode_returns(policy, spec, key, 10, modes, env_batch)
+
+    key = jax.random.PRNGKey(3)
+    whole = play(key, None)
+    for env_batch in (1, 3, 10):
+        for got, want in zip(play(key, env_batch), whole):
+            np.testing.assert_array_equal(got, want, err_msg=str(env_batch))
+    assert len(set(np.asarray(whole[0]).tolist())) > 1  # not one episode repeated
+
+
+def test_a_sweep_evaluates_runs_in_groups_where_the_env_bounds_its_batch(
+    probes, monkeypatch
+):
+    config = kj.Config(**TINY, final_eval_episodes=6)
+    table = kj.grid(loss=["ppo_clip", "klip"], seeds=3)
+    # parallel_runs fixed: the bound would otherwise narrow the training too.
+    whole = kj.train(config, table, chunk_updates=4, parallel_runs=3, progress=False)
+    # 12 slots per run (both modes): 20 steps at a time holds one run, 5 holds a
+    # part of one.
+    for bound in (20, 5):
+        sweep._cached_program.cache_clear()
+        monkeypatch.setattr(brax_envs, "safe_step_batch", lambda env, b=bound: b)
+        grouped = kj.train(
+            config, table, chunk_updates=4, parallel_runs=3, progress=False
+        )
+        for name in ("eval_return", "eval_return_det"):
+            np.testing.assert_array_equal(
+                grouped.metrics[name], whole.metrics[name], err_msg=f"{bound} {name}"
+            )
+    sweep._cached_program.cache_clear()
+
+
+def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
+    probes, monkeypatch, tmp_path
+):
+    config = kj.Config(**TINY, final_eval_episodes=6)
+    table = kj.grid(loss=["ppo_clip", "klip"], seeds=2)
+    reference = kj.train(config, table, chunk_updates=2, progress=False)
+    evaluate_into = sweep._evaluate_into
+
+    def crash_at_the_end(columns, program, evaluations, runner, updates, column):
+        if updates == program.config.num_updates:
+            raise RuntimeError("the final evaluation died")
+        return evaluate_into(columns, program, evaluations, runner, updates, column)
+
+    monkeypatch.setattr(sweep, "_evaluate_into", crash_at_the_end)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="final evaluation died"):
+        kj.train(config, table, out_dir=out, chunk_updates=2, progress=False)
+    monkeypatch.setattr(sweep, "_evaluate_into", evaluate_into)
+    # The checkpoint holds the trained sweep: the resume trains nothing more.
+    chunks_trained = []
+    chunk_columns = sweep._chunk_columns
+    monkeypatch.setattr(
+        sweep,
+        "_chunk_columns",
+        lambda metrics: chunks_trained.append(1) or chunk_columns(metrics),
+    )
+    resumed = kj.train(config, table, out_dir=out, resume=True, progress=False)
+    assert resumed.complete and not chunks_trained
+    assert resumed.params_sha256 == reference.params_sha256
+    for name, values in reference.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
+    assert np.isfinite(resumed.metrics["eval_return_det"][:, -1]).all()
+    assert resumed.timing["resumes"] == 1

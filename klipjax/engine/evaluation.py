@@ -46,24 +46,27 @@ def episode_returns(
     key: jax.Array,
     episodes: int,
     deterministic=True,
+    env_batch: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """``(returns, lengths)``, each ``[episodes]``: one episode per slot, from a
     reset drawn with ``key``, in the mode ``deterministic`` (a bool, or a bool per
     slot). An episode still running at the env's time limit (an
-    env that does not truncate there) counts what it collected."""
+    env that does not truncate there) counts what it collected. ``env_batch``: the
+    env steps (and resets) at most that many slots at a time, one batch after
+    another (the same keys, so the same episodes); None: all at once."""
     horizon = episode_horizon(spec)
     reset_key, key = jax.random.split(key)
-    obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
-        jax.random.split(reset_key, episodes), spec.params
-    )
+    reset = over_slots(spec.env.reset, env_batch, episodes)
+    env_step = over_slots(spec.env.step, env_batch, episodes)
+    obs, env_state = reset(jax.random.split(reset_key, episodes), spec.params)
     zeros = jnp.zeros(episodes, jnp.float32)
 
     def play(state: EpisodeState) -> EpisodeState:
         key, act_key, step_key = jax.random.split(state.key, 3)
         action = policy.act(state.obs, act_key, deterministic)
-        obs, env_state, reward, terminated, truncated, _ = jax.vmap(
-            spec.env.step, in_axes=(0, 0, 0, None)
-        )(jax.random.split(step_key, episodes), state.env_state, action, spec.params)
+        obs, env_state, reward, terminated, truncated, _ = env_step(
+            jax.random.split(step_key, episodes), state.env_state, action, spec.params
+        )
         running = state.running
         return EpisodeState(
             step=state.step + 1,
@@ -92,6 +95,24 @@ def episode_returns(
         ),
     )
     return final.returns, final.lengths
+
+
+def over_slots(fn, env_batch: int | None, slots: int):
+    """``fn(*per_slot, params)`` over ``slots`` slots: one vmap, or with ``env_batch``
+    below ``slots``, vmaps of ``env_batch`` slots one after another (an env whose
+    wide batches are unsafe, ``brax_adapter.safe_step_batch``)."""
+    if env_batch is None or env_batch >= slots:
+        return lambda *args: jax.vmap(fn, in_axes=(0,) * (len(args) - 1) + (None,))(
+            *args
+        )
+
+    def in_batches(*args):
+        *per_slot, params = args
+        return jax.lax.map(
+            lambda xs: fn(*xs, params), tuple(per_slot), batch_size=env_batch
+        )
+
+    return in_batches
 
 
 def episode_states(policy: Policy, spec: EnvSpec, key: jax.Array, deterministic=True):
@@ -136,8 +157,11 @@ def evaluate(
 
     episodes = checks.as_int("episodes", episodes)
     spec = envs.make(policy.spec.env)
+    env_batch = envs.brax_envs.safe_step_batch(policy.spec.env)
     play = compiler.jit(
-        lambda policy, key: episode_returns(policy, spec, key, episodes, deterministic)
+        lambda policy, key: episode_returns(
+            policy, spec, key, episodes, deterministic, env_batch
+        )
     )
     returns, lengths = play(policy, jax.random.PRNGKey(checks.as_int("seed", seed, 0)))
     return np.asarray(returns), np.asarray(lengths)

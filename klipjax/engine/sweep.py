@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +31,9 @@ from klipjax.config.settings import Config, HParams
 from klipjax.core.variants import LOSSES
 from klipjax.engine import compiler, distributed, memory, placement
 from klipjax.engine.trainer import Evaluation, Metrics, Runner, Trainer, make_trainer
+from klipjax.envs import brax_adapter as brax_envs
 
+log = logging.getLogger("klipjax")
 DEFAULT_CHUNKS = 20  # progress/checkpoint granularity: about this many host calls
 MEMORY_FRACTION = 0.8  # of the memory available when a sweep starts
 # Per device. On a CPU, wider vmaps stop paying once the runs' working set leaves the caches:
@@ -120,6 +123,19 @@ def build(
     layout = placement.place(num_runs)
     per_device = layout.runs_per_device
     default = CPU_PARALLEL_RUNS if jax.default_backend() == "cpu" else per_device
+    safe = brax_envs.safe_step_batch(config.env)
+    if safe is not None:
+        default = max(1, safe // config.num_envs)
+        at_once = (parallel_runs or 1) * config.num_envs
+        if at_once > safe:
+            log.warning(
+                "%s: %d envs stepped at once per CPU device (parallel_runs x "
+                "num_envs); above %d, jaxlib's batched LAPACK calls in Brax's "
+                "physics can deadlock on a CPU (README, Brax)",
+                config.env,
+                at_once,
+                safe,
+            )
     parallel = min(parallel_runs or default, per_device)
     distributed.check_same(
         "sweep (config, run table or options)",
@@ -189,11 +205,25 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
     def per_device(fn):
         return placement.per_device(fn, mesh)
 
+    safe = brax_envs.safe_step_batch(trainer.policy_spec.env)
+
     def evaluate(runner, hp, *, episodes):
         def on_device(runner, hp):
-            # Every run at once: an evaluation holds no rollout buffers.
-            one = functools.partial(trainer.evaluate, episodes=episodes)
-            return jax.vmap(one)(runner, hp)
+            slots = 2 * episodes  # per run: both modes
+            if safe is None:
+                # Every run at once: an evaluation holds no rollout buffers.
+                one = functools.partial(trainer.evaluate, episodes=episodes)
+                return jax.vmap(one)(runner, hp)
+            # An env with a bound on its batch (Brax on a CPU): as many runs at a
+            # time as it allows, and the slots of one run in batches if needed.
+            one = functools.partial(
+                trainer.evaluate,
+                episodes=episodes,
+                env_batch=safe if slots > safe else None,
+            )
+            return jax.lax.map(
+                lambda args: one(*args), (runner, hp), batch_size=max(1, safe // slots)
+            )
 
         return per_device(on_device)(runner, hp)
 
@@ -285,6 +315,10 @@ def run(
     metrics: dict[str, np.ndarray] | None = None,
     start_chunk: int = 0,
     rebuild: Callable[[int], SweepProgram] | None = None,
+    before_final_evaluation: Callable[
+        [ChunkReport, Runner, dict[str, np.ndarray]], None
+    ]
+    | None = None,
 ) -> tuple[Runner, dict[str, np.ndarray], ChunkReport]:
     """Trains every run of the program; returns the final runner (``[padded_runs,
     ...]`` over the run axis, see ``placement``), the table's ``[runs, updates]``
@@ -292,7 +326,10 @@ def run(
     ``runner``/``metrics``/``start_chunk`` continue an interrupted sweep;
     ``rebuild`` lets the memory fitting advance fewer runs at once (see
     ``compile_to_fit``). ``on_chunk`` sees each chunk's result; returning True
-    stops after that chunk (every process must return the same)."""
+    stops after that chunk (every process must return the same).
+    ``before_final_evaluation`` sees the trained sweep before its final evaluation
+    (without it), to checkpoint it: a crash there then costs only the evaluation,
+    which a resume from that checkpoint runs alone."""
     config = program.config
     num_runs = program.num_runs
     distributed.check_same("checkpoint", start_chunk)
@@ -312,13 +349,16 @@ def run(
     else:
         runner = jax.device_put(runner, sharding)
         shapes, initial = _on_run_axis(runner, sharding), None
+    # A sweep resumed from its checkpoint before the final evaluation runs just that.
+    final_missing = _final_evaluation_missing(program, metrics, start_chunk)
+    first_evaluated = program.num_chunks - 1 if final_missing else start_chunk
     evaluations: dict[int, concurrent.futures.Future] = {}
     program, program_bytes = compile_to_fit(
         program,
         shapes,
         rebuild,
         after_lowering=lambda: evaluations.update(
-            _compile_evaluations_aside(program, shapes, start_chunk)
+            _compile_evaluations_aside(program, shapes, first_evaluated)
         ),
     )
     if initial is not None:
@@ -326,33 +366,12 @@ def run(
     parallel = min(program.parallel_runs * program.placement.mesh.size, num_runs)
     collected = [] if metrics is None else [metrics]
     chunks = []
-    report = ChunkReport(
-        chunks_done=start_chunk,
-        updates_done=start_chunk * program.chunk_updates,
-        env_steps_done=0,
-        seconds=0.0,
-        compile_seconds=0.0,
-        steps_per_second=None,
-        parallel_runs=parallel,
-        program_bytes=program_bytes,
-    )
     steps_per_chunk = program.chunk_updates * config.batch_size * num_runs
-    for index in range(start_chunk, program.num_chunks):
-        runner, chunk_metrics = program.run_chunk(runner, program.hparams)
-        chunk_metrics = placement.to_host(chunk_metrics, program.placement)
-        if index == start_chunk:
-            # Setup, compiling and the first call; later calls show the steady speed.
-            compile_seconds = time.perf_counter() - start
-        updates = min((index + 1) * program.chunk_updates, config.num_updates)
-        evaluated = time.perf_counter()
-        chunks.append(
-            _with_evaluation(program, evaluations, runner, chunk_metrics, updates)
-        )
-        eval_seconds += time.perf_counter() - evaluated
+
+    def progress(chunks_done: int, updates: int, steady_chunks: int) -> ChunkReport:
         seconds = time.perf_counter() - start
-        steady_chunks = index - start_chunk
-        report = ChunkReport(
-            chunks_done=index + 1,
+        return ChunkReport(
+            chunks_done=chunks_done,
             updates_done=updates,
             env_steps_done=updates * config.batch_size * num_runs,
             seconds=seconds,
@@ -366,6 +385,42 @@ def run(
             program_bytes=program_bytes,
             eval_seconds=eval_seconds,
         )
+
+    report = progress(
+        start_chunk, min(start_chunk * program.chunk_updates, config.num_updates), 0
+    )
+    if final_missing:
+        evaluated = time.perf_counter()
+        metrics = {name: np.array(column) for name, column in metrics.items()}
+        collected = [metrics]
+        _evaluate_into(metrics, program, evaluations, runner, config.num_updates, -1)
+        eval_seconds += time.perf_counter() - evaluated
+        report = progress(start_chunk, report.updates_done, 0)
+    for index in range(start_chunk, program.num_chunks):
+        runner, chunk_metrics = program.run_chunk(runner, program.hparams)
+        chunk_metrics = placement.to_host(chunk_metrics, program.placement)
+        if index == start_chunk:
+            # Setup, compiling and the first call; later calls show the steady speed.
+            compile_seconds = time.perf_counter() - start
+        updates = min((index + 1) * program.chunk_updates, config.num_updates)
+        columns = _chunk_columns(chunk_metrics)
+        chunks.append(columns)
+        final = updates >= config.num_updates
+        if (
+            final
+            and before_final_evaluation is not None
+            and evaluation_episodes(config, updates)
+        ):
+            before_final_evaluation(
+                progress(index + 1, updates, index - start_chunk),
+                runner,
+                _merge(collected, chunks, config.num_updates),
+            )
+        evaluated = time.perf_counter()
+        last = (updates - 1) % program.chunk_updates
+        _evaluate_into(columns, program, evaluations, runner, updates, last)
+        eval_seconds += time.perf_counter() - evaluated
+        report = progress(index + 1, updates, index - start_chunk)
         if on_chunk is not None and on_chunk(
             report, runner, _merge(collected, chunks, config.num_updates)
         ):
@@ -427,29 +482,49 @@ def _compile_evaluations_aside(
     }
 
 
-def _with_evaluation(
-    program: SweepProgram,
-    evaluations: dict[int, concurrent.futures.Future],
-    runner: Runner,
-    chunk_metrics: Metrics,
-    updates_done: int,
-) -> dict[str, np.ndarray]:
-    """A chunk's ``{name: [runs, chunk]}`` metrics, with the evaluation due at its
-    end (if any) in the ``EVAL_METRICS`` columns of its last real update."""
+def _chunk_columns(chunk_metrics: Metrics) -> dict[str, np.ndarray]:
+    """A chunk's ``{name: [runs, chunk]}`` metrics, its ``EVAL_METRICS`` not yet
+    evaluated (NaN)."""
     columns = {
         name: np.asarray(getattr(chunk_metrics, name)) for name in Metrics._fields
     }
     shape = columns["env_steps"].shape
     for name in EVAL_METRICS:
         columns[name] = np.full(shape, np.nan, np.float32)
-    episodes = evaluation_episodes(program.config, updates_done)
-    if episodes:
-        evaluate = evaluations[episodes].result()  # compiled beside the training
-        result = placement.to_host(evaluate(runner, program.hparams), program.placement)
-        last = (updates_done - 1) % program.chunk_updates
-        columns["eval_return"][:, last] = result.stochastic
-        columns["eval_return_det"][:, last] = result.deterministic
     return columns
+
+
+def _evaluate_into(
+    columns: dict[str, np.ndarray],
+    program: SweepProgram,
+    evaluations: dict[int, concurrent.futures.Future],
+    runner: Runner,
+    updates_done: int,
+    column: int,
+) -> None:
+    """Runs the evaluation due after ``updates_done`` updates (if any) and writes it
+    into the ``EVAL_METRICS`` columns of that update, ``column`` of ``columns`` (a
+    chunk's ``[runs, chunk]`` or the whole ``[runs, updates]`` metrics)."""
+    episodes = evaluation_episodes(program.config, updates_done)
+    if not episodes:
+        return
+    evaluate = evaluations[episodes].result()  # compiled beside the training
+    result = placement.to_host(evaluate(runner, program.hparams), program.placement)
+    columns["eval_return"][:, column] = result.stochastic
+    columns["eval_return_det"][:, column] = result.deterministic
+
+
+def _final_evaluation_missing(
+    program: SweepProgram, metrics: dict[str, np.ndarray] | None, start_chunk: int
+) -> bool:
+    """The sweep resumes trained, from a checkpoint written before its final
+    evaluation."""
+    config = program.config
+    if start_chunk < program.num_chunks or metrics is None:
+        return False
+    if not evaluation_episodes(config, config.num_updates):
+        return False
+    return bool(np.isnan(metrics["eval_return_det"][:, config.num_updates - 1]).all())
 
 
 def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:

@@ -561,9 +561,12 @@ class RunProgram:
             PolicySpec.of(self.config.env, self.spec, self.config.hidden_sizes),
         )
 
-    def evaluate(self, runner: Runner, hp: HParams, episodes: int) -> Evaluation:
+    def evaluate(
+        self, runner: Runner, hp: HParams, episodes: int, env_batch: int | None = None
+    ) -> Evaluation:
         """``episodes`` fresh episodes in each mode with the current policy (keys of
-        its own: the run's training randomness is untouched)."""
+        its own: the run's training randomness is untouched); ``env_batch`` as in
+        ``evaluation.episode_returns``."""
         # Both modes in one loop: slots [0, episodes) sample, the rest act greedily.
         greedy = jnp.arange(2 * episodes) >= episodes
         returns, _ = evaluation.episode_returns(
@@ -572,6 +575,7 @@ class RunProgram:
             evaluation.eval_key(hp.seed, runner.update),
             2 * episodes,
             greedy,
+            env_batch,
         )
         return Evaluation(returns[:episodes].mean(), returns[episodes:].mean())
 

@@ -260,6 +260,7 @@ def train(
         )
     stop = StopRequest()
     stopped_by = None
+    saved_before_evaluation = False
     try:
         with (
             stop.installed(),
@@ -285,12 +286,23 @@ def train(
                 stopped_by = _distributed.agree_max(stop.signum or 0) or None
                 finished = report.updates_done >= config.num_updates
                 due = checkpoint_every and report.updates_done % checkpoint_every == 0
-                if checkpointer is not None and (due or finished or stopped_by):
+                if (
+                    checkpointer is not None
+                    and (due or finished or stopped_by)
+                    and not saved_before_evaluation  # that checkpoint is the last
+                ):
                     spent = _spent(started, report, earlier)
                     checkpointer.save(report.chunks_done, runner, metrics, spent)
                 if sweep_log is not None:
                     sweep_log.write(metrics)
                 return stopped_by is not None
+
+            def before_final_evaluation(report, runner, metrics) -> None:
+                # A crash or hang in the evaluation then costs only the evaluation.
+                nonlocal saved_before_evaluation
+                spent = _spent(started, report, earlier)
+                checkpointer.save(report.chunks_done, runner, metrics, spent)
+                saved_before_evaluation = True
 
             runner, metrics, report = sweep.run(
                 program,
@@ -299,6 +311,9 @@ def train(
                 metrics=metrics,
                 start_chunk=start_chunk,
                 rebuild=None if parallel_runs else build,
+                before_final_evaluation=None
+                if checkpointer is None
+                else before_final_evaluation,
             )
     finally:
         if checkpointer is not None:

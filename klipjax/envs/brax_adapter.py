@@ -50,6 +50,16 @@ BACKENDS = ("mjx", "generalized", "positional", "spring")
 DEFAULT_BACKEND = "mjx"
 DEFAULT_BACKEND_OF = {"walker2d": "generalized", "swimmer": "generalized"}
 MAX_STEPS_IN_EPISODE = 1000
+# jaxlib (0.10) splits a large batch of one LAPACK call (Brax's physics factorises
+# and solves with an nv x nv mass matrix per env: Cholesky, triangular solves) into
+# tasks on XLA's CPU thread pool, and the calling pool thread waits for them: two
+# such calls at once (one per CPU device, or two in one program) on a 2-core
+# machine's 2-thread pool wait for each other forever. Where a batch starts being
+# split depends on the kernel and the matrix size, and near that size it hangs only
+# sometimes. Batches of 10 envs per device (the paper's 20 runs of one env on two
+# devices) trained ant, humanoid and walker2d for 1M steps without a hang; a
+# walker2d evaluation of 400 envs per device hung.
+BRAX_CPU_STEP_BATCH = 10
 
 
 @struct.dataclass
@@ -182,6 +192,15 @@ class BraxEnv(environment.Environment[BraxState, BraxParams]):
         # Every brax env takes actions in [-1, 1]: humanoid, pusher and the inverted
         # pendulum rescale them to their control ranges, the others' ranges are +-1.
         return spaces.Box(-1.0, 1.0, self._action_shape, jnp.float32)
+
+
+def safe_step_batch(env_id: str) -> int | None:
+    """How many envs of ``env_id`` one device may step at once on this backend
+    without risking jaxlib's LAPACK deadlock (above); None: any number (not a Brax
+    env, or not on a CPU)."""
+    if not env_id.startswith(PREFIX) or jax.default_backend() != "cpu":
+        return None
+    return BRAX_CPU_STEP_BATCH
 
 
 def make(env_id: str) -> tuple[BraxEnv, BraxParams]:
