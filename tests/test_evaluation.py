@@ -15,8 +15,10 @@ from klipjax import envs
 from klipjax.core.normalization import RunningStats
 from klipjax.engine import evaluation, sweep
 from klipjax.envs import brax_adapter as brax_envs
+from klipjax.outputs import tracking
 from klipjax.policy import Policy, PolicySpec
 from tests.probe_envs import action_reward
+from tests.test_tracking import expected_scalars, read_tensorboard
 
 STEPS = 5  # the probe's episode length
 
@@ -227,7 +229,14 @@ def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
     monkeypatch.setattr(sweep, "_evaluate_into", crash_at_the_end)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="final evaluation died"):
-        kj.train(config, table, out_dir=out, chunk_updates=2, progress=False)
+        kj.train(
+            config,
+            table,
+            out_dir=out,
+            chunk_updates=2,
+            progress=False,
+            log="tensorboard",
+        )
     monkeypatch.setattr(sweep, "_evaluate_into", evaluate_into)
     # The checkpoint holds the trained sweep: the resume trains nothing more.
     chunks_trained = []
@@ -237,10 +246,21 @@ def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
         "_chunk_columns",
         lambda metrics: chunks_trained.append(1) or chunk_columns(metrics),
     )
-    resumed = kj.train(config, table, out_dir=out, resume=True, progress=False)
+    resumed = kj.train(
+        config, table, out_dir=out, resume=True, progress=False, log="tensorboard"
+    )
     assert resumed.complete and not chunks_trained
     assert resumed.params_sha256 == reference.params_sha256
     for name, values in reference.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
     assert np.isfinite(resumed.metrics["eval_return_det"][:, -1]).all()
     assert resumed.timing["resumes"] == 1
+    # The log has every update once, the last chunk's with its evaluation.
+    logged = read_tensorboard(out / "tensorboard")
+    frame = resumed.frame()
+    for run, info in enumerate(tracking.run_infos(config, table, "sweep")):
+        scalars = logged[info.path]
+        assert scalars.pop("final_return") == [
+            (config.env_steps, pytest.approx(resumed.final_returns()[run]))
+        ]
+        assert scalars == expected_scalars(frame, run)

@@ -350,7 +350,7 @@ def run(
         runner = jax.device_put(runner, sharding)
         shapes, initial = _on_run_axis(runner, sharding), None
     # A sweep resumed from its checkpoint before the final evaluation runs just that.
-    final_missing = _final_evaluation_missing(program, metrics, start_chunk)
+    final_missing = final_evaluation_missing(program, metrics, start_chunk)
     first_evaluated = program.num_chunks - 1 if final_missing else start_chunk
     evaluations: dict[int, concurrent.futures.Future] = {}
     program, program_bytes = compile_to_fit(
@@ -396,6 +396,8 @@ def run(
         _evaluate_into(metrics, program, evaluations, runner, config.num_updates, -1)
         eval_seconds += time.perf_counter() - evaluated
         report = progress(start_chunk, report.updates_done, 0)
+        if on_chunk is not None:  # the last chunk's report, which the crash cut off
+            on_chunk(report, runner, metrics)
     for index in range(start_chunk, program.num_chunks):
         runner, chunk_metrics = program.run_chunk(runner, program.hparams)
         chunk_metrics = placement.to_host(chunk_metrics, program.placement)
@@ -514,11 +516,12 @@ def _evaluate_into(
     columns["eval_return_det"][:, column] = result.deterministic
 
 
-def _final_evaluation_missing(
+def final_evaluation_missing(
     program: SweepProgram, metrics: dict[str, np.ndarray] | None, start_chunk: int
 ) -> bool:
     """The sweep resumes trained, from a checkpoint written before its final
-    evaluation."""
+    evaluation (``run`` then runs just that evaluation, and reports it to
+    ``on_chunk`` as its last chunk)."""
     config = program.config
     if start_chunk < program.num_chunks or metrics is None:
         return False

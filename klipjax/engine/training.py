@@ -251,12 +251,13 @@ def train(
 
     sweep_log = None
     if log_to:
+        logged = 0 if metrics is None else metrics["env_steps"].shape[1]
+        if sweep.final_evaluation_missing(program, metrics, start_chunk):
+            # Checkpointed before the final evaluation, whose failure cut off the
+            # last chunk's report: that chunk is logged again, with its evaluation.
+            logged = (program.num_chunks - 1) * program.chunk_updates
         sweep_log = tracking.SweepLog(
-            log_to,
-            config,
-            table,
-            out_dir=out,
-            start_update=0 if metrics is None else metrics["env_steps"].shape[1],
+            log_to, config, table, out_dir=out, start_update=logged
         )
     stop = StopRequest()
     stopped_by = None
@@ -289,6 +290,7 @@ def train(
                 if (
                     checkpointer is not None
                     and (due or finished or stopped_by)
+                    and report.chunks_done > start_chunk  # not the restored one
                     and not saved_before_evaluation  # that checkpoint is the last
                 ):
                     spent = _spent(started, report, earlier)
