@@ -14,7 +14,8 @@ continues it (and skips what is complete). In order:
    host's CPU (``JAX_PLATFORMS=cpu``), both for a few chunks: env-steps/s after the
    first chunk (``summary.json``), side by side, and their ratio.
 2. The groups, cheapest first (the default order below): each through
-   ``klipjax reproduce GROUP --out DIR``, which writes the group and REPORT.md.
+   ``klipjax reproduce GROUP --out DIR``, which writes the group and REPORT.md; the
+   wide-parallel Brax presets last, through ``klipjax train PRESET --out DIR/NAME``.
 
 It writes ``DIR/accelerator_grid.md`` (the tables) and ``DIR/accelerator_grid.json``:
 per group its state (complete, stopped, not started), wall, compile and evaluation
@@ -53,7 +54,12 @@ DEFAULT_GROUPS = (
     "brax_ant",
     "brax_halfcheetah",
     "brax_humanoid",
+    "brax_ant_wide",
+    "brax_humanoid_wide",
 )
+# Presets for accelerators (many parallel envs per run), outside `reproduce`'s groups.
+WIDE_PRESETS = ("brax_ant_wide", "brax_humanoid_wide")
+PRESETS = Path(__file__).resolve().parents[1] / "klipjax" / "presets"
 THROUGHPUT_UPDATES = 42  # 3 chunks of the default 14 updates: two steady ones
 STOP_GRACE = 120  # seconds a stopped child gets to write its checkpoint
 SUMMARY_KEYS = (
@@ -151,11 +157,21 @@ def run_groups(out: Path, groups: list[str], clock: Clock) -> dict[str, dict]:
             found[name] = {"state": "not started (budget spent)"}
             continue
         started = time.monotonic()
-        state = run_capped(
-            klipjax_command("reproduce", name, "--out", str(out)),
-            clock,
-            out / f"{name}.log",
-        )
+        run_dir = out / name
+        if name in WIDE_PRESETS:  # not report groups: trained as a plain sweep
+            if (run_dir / "summary.json").is_file() and read_summary(run_dir)[
+                "complete"
+            ]:
+                found[name] = {"state": "complete", **read_summary(run_dir)}
+                continue
+            if (run_dir / "config.yaml").is_file():
+                command = klipjax_command("train", "--resume", str(run_dir))
+            else:
+                preset = str(PRESETS / f"{name}.yaml")
+                command = klipjax_command("train", preset, "--out", str(run_dir))
+        else:
+            command = klipjax_command("reproduce", name, "--out", str(out))
+        state = run_capped(command, clock, out / f"{name}.log")
         print(
             f"{name}: {state} after {time.monotonic() - started:.0f} s",
             flush=True,
@@ -224,12 +240,19 @@ def main(argv=None) -> int:
     parser.add_argument("--throughput-runs", type=int, default=1024)
     parser.add_argument("--no-throughput", action="store_true")
     args = parser.parse_args(argv)
+    groups = args.groups.split(",")
+    known = sorted(path.stem for path in PRESETS.glob("*.yaml"))
+    unknown = [name for name in groups if name not in known]
+    if unknown:
+        parser.error(f"unknown group {unknown[0]!r}; choose from {', '.join(known)}")
+    if args.budget <= 0 or args.throughput_runs < 1:
+        parser.error("--budget and --throughput-runs must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
     clock = Clock(args.budget)
     found = {}
     if not args.no_throughput:
         found["throughput"] = throughput(args.out, args.throughput_runs, clock)
-    found["groups"] = run_groups(args.out, args.groups.split(","), clock)
+    found["groups"] = run_groups(args.out, groups, clock)
     (args.out / "accelerator_grid.json").write_text(json.dumps(found, indent=2))
     table = markdown(found)
     (args.out / "accelerator_grid.md").write_text(table)
