@@ -159,10 +159,9 @@ def run_groups(out: Path, groups: list[str], clock: Clock) -> dict[str, dict]:
         started = time.monotonic()
         run_dir = out / name
         if name in WIDE_PRESETS:  # not report groups: trained as a plain sweep
-            if (run_dir / "summary.json").is_file() and read_summary(run_dir)[
-                "complete"
-            ]:
-                found[name] = {"state": "complete", **read_summary(run_dir)}
+            summary = read_summary(run_dir)
+            if summary.get("complete"):
+                found[name] = {"state": "complete", **summary}
                 continue
             if (run_dir / "config.yaml").is_file():
                 command = klipjax_command("train", "--resume", str(run_dir))

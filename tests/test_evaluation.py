@@ -18,7 +18,7 @@ from klipjax.envs import brax_adapter as brax_envs
 from klipjax.outputs import tracking
 from klipjax.policy import Policy, PolicySpec
 from tests.probe_envs import action_reward
-from tests.test_tracking import expected_scalars, read_tensorboard
+from tests.tensorboard_logs import expected_scalars, read_tensorboard
 
 STEPS = 5  # the probe's episode length
 
