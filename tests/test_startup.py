@@ -1,6 +1,7 @@
-"""What a sweep pays before training: gymnax's render-only imports are deferred to
-their first use, and the programs compile with klipjax's CPU options unless the
-user's XLA_FLAGS set the level."""
+"""What a sweep pays before training: gymnax's render-only imports and the writers'
+libraries (pandas, pyarrow, matplotlib, orbax) are deferred to their first use, and
+the programs compile with klipjax's CPU options unless the user's XLA_FLAGS set the
+level."""
 
 import subprocess
 import sys
@@ -34,6 +35,36 @@ def test_gymnax_render_modules_load_on_first_use():
         timeout=120,
         check=False,
         env={"MPLBACKEND": "Agg", "PATH": ""},
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+
+
+WRITERS_DEFERRED = textwrap.dedent(
+    """
+    import sys, tempfile
+    from pathlib import Path
+    import klipjax, klipjax.cli
+    from klipjax.engine import checkpoint
+    late = ("pandas", "pyarrow", "matplotlib.pyplot", "orbax")
+    loaded = [name for name in late if name in sys.modules]
+    assert not loaded, f"imported before training: {loaded}"
+    run_dir = Path(tempfile.mkdtemp())
+    unused = checkpoint.SweepCheckpointer(run_dir)
+    unused.close()  # nothing saved: nothing to wait for, orbax never needed
+    assert "orbax" not in sys.modules and not (run_dir / "checkpoints").exists()
+    print("OK")
+    """
+)
+
+
+def test_writers_libraries_load_only_when_used():
+    done = subprocess.run(
+        [sys.executable, "-c", WRITERS_DEFERRED],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"MPLBACKEND": "Agg", "PATH": "", "JAX_PLATFORMS": "cpu"},
     )
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
 

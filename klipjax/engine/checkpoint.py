@@ -8,15 +8,18 @@ bit-identical to one never interrupted. Steps are numbered by chunks done.
 The runner is saved as it lies on the devices: with several processes each writes
 the shards of its own runs into the one (shared) directory, and a restore reads
 back whichever shards the new layout needs, on the same or another process count.
+
+orbax loads on first use (about a second of imports): a fresh sweep saves only
+once a chunk has run, and ``klipjax.train`` imports orbax on a thread meanwhile.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from klipjax.config import files as config_files
 from klipjax.config import run_table
@@ -28,15 +31,28 @@ CHECKPOINT_DIR = "checkpoints"
 TIMING_ITEM = "timing"
 
 
+def orbax():
+    """``orbax.checkpoint``, imported on first use."""
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
 class SweepCheckpointer:
     """Saves and restores ``(runner, metrics)`` under ``run_dir/checkpoints``."""
 
     def __init__(self, run_dir: str | Path, keep: int = 2):
         self.directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
-        self.manager = ocp.CheckpointManager(
+        self.keep = keep
+
+    @functools.cached_property
+    def manager(self):
+        """orbax's manager of ``directory``, made (and orbax imported) on first use."""
+        ocp = orbax()
+        return ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, cleanup_tmp_directories=True
+                max_to_keep=self.keep, create=True, cleanup_tmp_directories=True
             ),
         )
 
@@ -54,6 +70,7 @@ class SweepCheckpointer:
         ``timing`` (the seconds spent on the sweep so far, over all its
         processes' lives) are written by process 0."""
         host_metrics = {name: np.asarray(metrics[name]) for name in METRIC_NAMES}
+        ocp = orbax()
         self.manager.save(
             chunks_done,
             args=ocp.args.Composite(
@@ -84,6 +101,7 @@ class SweepCheckpointer:
             name: jax.ShapeDtypeStruct((num_runs, updates_done), np.float32)
             for name in METRIC_NAMES
         }
+        ocp = orbax()
         # orbax lists only the items this process has registered, so look on disk
         kept = (self.directory / str(step) / TIMING_ITEM).is_dir()
         timing = {TIMING_ITEM: ocp.args.JsonRestore()} if kept else {}
@@ -106,6 +124,8 @@ class SweepCheckpointer:
 
     def close(self):
         """Waits for pending saves to be on disk."""
+        if "manager" not in self.__dict__:
+            return  # never used: nothing to wait for
         self.manager.wait_until_finished()
         self.manager.close()
 
@@ -130,6 +150,7 @@ def latest_state(run_dir: str | Path) -> tuple | None:
     latest checkpoint under ``run_dir``, or None if it has none. Needs no model: the
     tree is read as saved, then cut to the runs of the directory's table."""
     directory = (Path(run_dir) / CHECKPOINT_DIR).absolute()
+    ocp = orbax()
     with ocp.CheckpointManager(directory) as manager:
         step = manager.latest_step()
         if step is None:

@@ -355,14 +355,18 @@ def train(
 
 
 def _import_writers_aside() -> None:
-    """Imports what writing the run directory needs (matplotlib for the figures,
-    pyarrow for the parquet file) on a thread while the sweep trains: the compiled
-    chunks hold no Python lock and leave a core to spare, and otherwise these
-    imports wait for the end of training."""
+    """Imports what writing the run directory needs (orbax for the checkpoints,
+    pandas and pyarrow for the parquet file, matplotlib for the figures) on a thread
+    while the sweep trains: the compiled chunks hold no Python lock, and otherwise
+    these imports (about 2 s) would wait for the first save or the end of training."""
 
     def load() -> None:
         # Only a head start: whatever fails here, save() imports (and reports) itself.
         with contextlib.suppress(Exception):
+            from klipjax.engine import checkpoint
+
+            checkpoint.orbax()
+            import pandas  # noqa: F401
             import pyarrow.parquet  # noqa: F401
 
             from klipjax.outputs import plots  # noqa: F401
@@ -406,7 +410,7 @@ def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
     """The sweep's checkpointer, and with ``resume`` the state it holds:
     ``(checkpointer, runner, metrics, start_chunk, earlier)`` (None, None, 0, {}
     if none), ``earlier`` being the time spent before (see ``_spent``)."""
-    from klipjax.engine import checkpoint  # orbax only when checkpointing
+    from klipjax.engine import checkpoint  # orbax itself loads on first use
 
     config = program.config
     checkpointer = checkpoint.SweepCheckpointer(out)

@@ -13,10 +13,9 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from klipjax.config import files as config_files
 from klipjax.config import run_table
@@ -24,6 +23,9 @@ from klipjax.config.checks import ConfigError
 from klipjax.config.settings import Config, HParams
 from klipjax.outputs import tables
 from klipjax.outputs.files import write_json, write_parquet, write_yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
@@ -173,6 +175,8 @@ class Results:
             values = np.asarray(setting.pop("values"), np.float64)
             setting.pop("seeds")
             rows.append({**setting, "n": int(np.isfinite(values).sum())})
+        import pandas as pd
+
         return pd.DataFrame(rows)
 
     def summary_dict(self) -> dict[str, Any]:
@@ -278,6 +282,8 @@ def load(out_dir: str | os.PathLike[str]) -> Results:
             raise ConfigError(f"{str(out)!r} is not a results directory (no {name})")
     experiment = config_files.load(out / CONFIG_FILE)
     summary = json.loads((out / SUMMARY_FILE).read_text())
+    import pandas as pd
+
     frame = pd.read_parquet(out / METRICS_FILE, engine="pyarrow")
     num_runs = run_table.num_runs(experiment.hparams)
     metric_names = [

@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from klipjax.config import run_table
 from klipjax.config.settings import HParams
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The paper scores a run on the updates in the last 10% of its environment steps.
 TAIL_START_FRACTION = 0.9
@@ -58,6 +60,8 @@ def metrics_frame(
         frame[name] = per_run(run_table.column(table, name))
     frame.update({name: values.reshape(-1) for name, values in arrays.items()})
     # Object columns came from python scalars; let pandas pick their real dtypes.
+    import pandas as pd  # here, not at import: half a second klipjax's start skips
+
     return pd.DataFrame(frame).infer_objects()
 
 
