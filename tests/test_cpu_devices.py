@@ -76,6 +76,13 @@ def test_a_count_the_user_chose_is_kept():
     assert last_json(run_python(COUNT, XLA_FLAGS=flags, KLIPJAX_CPU_DEVICES="3")) == 4
 
 
+def test_asking_whether_this_is_the_main_process_starts_no_backend():
+    # `klipjax reproduce` with every group complete asks, then builds its report
+    code = "from klipjax.engine import distributed\nassert distributed.is_main()\n"
+    done = run_python(code + COUNT, KLIPJAX_CPU_DEVICES="3")
+    assert last_json(done) == 3 and "before klipjax could give it" not in done.stderr
+
+
 def test_importing_klipjax_for_its_losses_leaves_jax_alone():
     done = run_python(
         """

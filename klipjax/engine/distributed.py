@@ -70,6 +70,10 @@ def initialize(
 
 def is_main() -> bool:
     """Whether this process prints and writes the sweep's files (process 0)."""
+    if not jax.distributed.is_initialized():
+        # One process: asking JAX would start its backends, before klipjax.envs
+        # could give the CPU one device per core (a report-only run, say).
+        return True
     return jax.process_index() == 0
 
 
