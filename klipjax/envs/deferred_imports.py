@@ -1,8 +1,8 @@
 """Plotting modules that gymnax imports for rendering only, loaded on first use.
 
-``import gymnax`` imports every environment, and with them seaborn and
-matplotlib.pyplot (for ``render``): about two of the two and a half seconds the
-import takes on a CPU, before any training. While gymnax is imported, those
+``import gymnax`` imports every environment, and with them seaborn, matplotlib and
+pyplot (for ``render``): about two of the two and a half seconds the import takes
+on a CPU, before any training. While gymnax is imported, those
 modules are stand-ins that import the real module the first time one of their
 attributes is used (by a renderer). Afterwards the import system knows nothing of
 them: anyone else importing seaborn or pyplot gets the real module.
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
 from collections.abc import Iterator
 
-RENDER_ONLY = ("seaborn", "matplotlib.pyplot")
+# matplotlib itself too: gymnax's Pong takes ``colors`` from it at import time
+RENDER_ONLY = ("seaborn", "matplotlib", "matplotlib.pyplot", "matplotlib.colors")
 
 
 class _LoadedOnUse(types.ModuleType):
@@ -29,28 +31,42 @@ class _LoadedOnUse(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), attr)
 
 
+def _spec(name: str, found: dict):
+    """``name``'s module spec, found without importing it or its parent package
+    (whose spec, if deferred too, is in ``found``)."""
+    parent, _, _ = name.rpartition(".")
+    if not parent:
+        return importlib.util.find_spec(name)
+    parent_spec = found.get(parent) or importlib.util.find_spec(parent)
+    locations = getattr(parent_spec, "submodule_search_locations", None)
+    return importlib.machinery.PathFinder.find_spec(name, locations) if locations else None
+
+
 @contextlib.contextmanager
 def deferred(*names: str) -> Iterator[None]:
     """Inside, importing one of ``names`` (not imported yet) gives a stand-in."""
-    stand_ins = {}
-    for name in names:
+    stand_ins, specs = {}, {}
+    for name in names:  # a package before its modules
         if name in sys.modules:
             continue
-        spec = importlib.util.find_spec(name)  # imports a parent package only
-        if spec is None:
+        spec = specs[name] = _spec(name, specs)
+        parent, _, child = name.rpartition(".")
+        if spec is None or (parent and parent not in sys.modules):
             continue
         stand_in = _LoadedOnUse(name)
         stand_in.__spec__ = spec  # the import system reads it, and must not load
+        if spec.submodule_search_locations is not None:  # ``from a import b``
+            stand_in.__path__ = spec.submodule_search_locations
         sys.modules[name] = stand_ins[name] = stand_in
-        parent, _, child = name.rpartition(".")
-        if parent:
+        if parent:  # ``import a.b`` and ``from a import b`` look it up there
             setattr(sys.modules[parent], child, stand_in)
     try:
         yield
     finally:
-        for name, stand_in in stand_ins.items():
+        for name, stand_in in reversed(stand_ins.items()):
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
             parent, _, child = name.rpartition(".")
-            if parent and getattr(sys.modules[parent], child, None) is stand_in:
-                delattr(sys.modules[parent], child)
+            holder = stand_ins.get(parent) or sys.modules.get(parent)
+            if parent and getattr(holder, child, None) is stand_in:
+                delattr(holder, child)
