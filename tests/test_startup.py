@@ -28,16 +28,21 @@ DEFERRED = textwrap.dedent(
 )
 
 
-def test_gymnax_render_modules_load_on_first_use():
+def assert_runs_in_a_fresh_interpreter(code: str) -> None:
+    """``code`` (which prints OK at its end) passes in a new Python process."""
     done = subprocess.run(
-        [sys.executable, "-c", DEFERRED],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={"MPLBACKEND": "Agg", "PATH": ""},
+        env={"MPLBACKEND": "Agg", "PATH": "", "JAX_PLATFORMS": "cpu"},
     )
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+
+
+def test_gymnax_render_modules_load_on_first_use():
+    assert_runs_in_a_fresh_interpreter(DEFERRED)
 
 
 WRITERS_DEFERRED = textwrap.dedent(
@@ -59,15 +64,7 @@ WRITERS_DEFERRED = textwrap.dedent(
 
 
 def test_writers_libraries_load_only_when_used():
-    done = subprocess.run(
-        [sys.executable, "-c", WRITERS_DEFERRED],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"MPLBACKEND": "Agg", "PATH": "", "JAX_PLATFORMS": "cpu"},
-    )
-    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+    assert_runs_in_a_fresh_interpreter(WRITERS_DEFERRED)
 
 
 def test_cpu_programs_compile_at_level_one_unless_xla_flags_say(monkeypatch):
