@@ -5,7 +5,7 @@ pyplot (for ``render``): about two of the two and a half seconds the import take
 on a CPU, before any training. While gymnax is imported, those
 modules are stand-ins that import the real module the first time one of their
 attributes is used (by a renderer). Afterwards the import system knows nothing of
-them: anyone else importing seaborn or pyplot gets the real module.
+them: anyone else importing one of these modules gets the real one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def _spec(name: str, found: dict):
         return importlib.util.find_spec(name)
     parent_spec = found.get(parent) or importlib.util.find_spec(parent)
     locations = getattr(parent_spec, "submodule_search_locations", None)
-    return importlib.machinery.PathFinder.find_spec(name, locations) if locations else None
+    if not locations:
+        return None
+    return importlib.machinery.PathFinder.find_spec(name, locations)
 
 
 @contextlib.contextmanager
