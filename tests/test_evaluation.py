@@ -13,7 +13,7 @@ import pytest
 import klipjax as kj
 from klipjax import envs
 from klipjax.core.normalization import RunningStats
-from klipjax.engine import evaluation, sweep
+from klipjax.engine import evaluation, sweep, training
 from klipjax.envs import brax_adapter as brax_envs
 from klipjax.outputs import tracking
 from klipjax.policy import Policy, PolicySpec
@@ -227,6 +227,13 @@ def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
         return evaluate_into(columns, program, evaluations, runner, updates, column)
 
     monkeypatch.setattr(sweep, "_evaluate_into", crash_at_the_end)
+    checkpointed = []  # the timing each checkpoint carries
+    timing_so_far = training._timing_so_far
+    monkeypatch.setattr(
+        training,
+        "_timing_so_far",
+        lambda *args: checkpointed.append(timing_so_far(*args)) or checkpointed[-1],
+    )
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="final evaluation died"):
         kj.train(
@@ -238,7 +245,10 @@ def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
             log="tensorboard",
         )
     monkeypatch.setattr(sweep, "_evaluate_into", evaluate_into)
-    # The checkpoint holds the trained sweep: the resume trains nothing more.
+    monkeypatch.setattr(training, "_timing_so_far", timing_so_far)
+    # The checkpoint holds the trained sweep: the resume trains nothing more, and
+    # compiles no chunk program.
+    monkeypatch.setattr(sweep, "compile_to_fit", None)
     chunks_trained = []
     chunk_columns = sweep._chunk_columns
     monkeypatch.setattr(
@@ -255,6 +265,11 @@ def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
         np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
     assert np.isfinite(resumed.metrics["eval_return_det"][:, -1]).all()
     assert resumed.timing["resumes"] == 1
+    # The training's speed and program size, measured before the crash, are kept.
+    trained = checkpointed[-1]
+    assert trained["env_steps_per_second"] > 0 and trained["program_bytes"] > 0
+    assert resumed.timing["env_steps_per_second"] == trained["env_steps_per_second"]
+    assert resumed.timing["memory_mb"]["program"] == trained["program_bytes"] / 2**20
     # The log has every update once, the last chunk's with its evaluation.
     logged = read_tensorboard(out / "tensorboard")
     frame = resumed.frame()

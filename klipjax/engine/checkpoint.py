@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -61,14 +62,15 @@ class SweepCheckpointer:
         chunks_done: int,
         runner: Runner,
         metrics: dict[str, np.ndarray],
-        timing: dict[str, float],
+        timing: dict[str, Any],
     ):
         """Starts an asynchronous save; every process calls it. orbax copies each
         process's shards of the runner to host memory before it returns (the
         writing goes on in the background), so the next chunk may reuse (donate)
         the device buffers at once. The metrics, the same on every process, and
         ``timing`` (the seconds spent on the sweep so far, over all its
-        processes' lives) are written by process 0."""
+        processes' lives, and the training's measured speed) are written by
+        process 0."""
         host_metrics = {name: np.asarray(metrics[name]) for name in METRIC_NAMES}
         ocp = orbax()
         self.manager.save(

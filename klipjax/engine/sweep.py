@@ -302,7 +302,7 @@ class ChunkReport(NamedTuple):
     steps_per_second: float | None  # all runs, after the compiling first chunk
     parallel_runs: int = 0  # runs advanced at once, over all devices
     program_bytes: int = 0  # the compiled chunk's memory (per device): state,
-    # outputs, temporaries
+    # outputs, temporaries; 0 if this process compiled none
     eval_seconds: float = 0.0  # spent evaluating (compiles included), not in the rate
 
 
@@ -349,18 +349,24 @@ def run(
     else:
         runner = jax.device_put(runner, sharding)
         shapes, initial = _on_run_axis(runner, sharding), None
-    # A sweep resumed from its checkpoint before the final evaluation runs just that.
+    # A sweep resumed from its checkpoint before the final evaluation runs just that,
+    # so it compiles no chunk program (on Brax, minutes of a CPU's time).
     final_missing = final_evaluation_missing(program, metrics, start_chunk)
-    first_evaluated = program.num_chunks - 1 if final_missing else start_chunk
     evaluations: dict[int, concurrent.futures.Future] = {}
-    program, program_bytes = compile_to_fit(
-        program,
-        shapes,
-        rebuild,
-        after_lowering=lambda: evaluations.update(
-            _compile_evaluations_aside(program, shapes, first_evaluated)
-        ),
-    )
+    if final_missing:
+        evaluations.update(
+            _compile_evaluations_aside(program, shapes, program.num_chunks - 1)
+        )
+        program_bytes = 0  # not measured: no chunk program
+    else:
+        program, program_bytes = compile_to_fit(
+            program,
+            shapes,
+            rebuild,
+            after_lowering=lambda: evaluations.update(
+                _compile_evaluations_aside(program, shapes, start_chunk)
+            ),
+        )
     if initial is not None:
         runner = jax.device_put(initial.result(), sharding)
     parallel = min(program.parallel_runs * program.placement.mesh.size, num_runs)

@@ -293,8 +293,8 @@ def train(
                     and report.chunks_done > start_chunk  # not the restored one
                     and not saved_before_evaluation  # that checkpoint is the last
                 ):
-                    spent = _spent(started, report, earlier)
-                    checkpointer.save(report.chunks_done, runner, metrics, spent)
+                    so_far = _timing_so_far(started, report, earlier)
+                    checkpointer.save(report.chunks_done, runner, metrics, so_far)
                 if sweep_log is not None:
                     sweep_log.write(metrics)
                 return stopped_by is not None
@@ -302,8 +302,8 @@ def train(
             def before_final_evaluation(report, runner, metrics) -> None:
                 # A crash or hang in the evaluation then costs only the evaluation.
                 nonlocal saved_before_evaluation
-                spent = _spent(started, report, earlier)
-                checkpointer.save(report.chunks_done, runner, metrics, spent)
+                so_far = _timing_so_far(started, report, earlier)
+                checkpointer.save(report.chunks_done, runner, metrics, so_far)
                 saved_before_evaluation = True
 
             runner, metrics, report = sweep.run(
@@ -339,7 +339,7 @@ def train(
         metrics,
         complete,
         timing=_timing(
-            _spent(started, report, earlier),
+            _timing_so_far(started, report, earlier),
             report,
             compile_cache.hits() - hits_before,
             program.placement,
@@ -409,7 +409,8 @@ def _check_shared(out: Path) -> None:
 def _open_checkpoints(out: Path, program: sweep.SweepProgram, resume: bool):
     """The sweep's checkpointer, and with ``resume`` the state it holds:
     ``(checkpointer, runner, metrics, start_chunk, earlier)`` (None, None, 0, {}
-    if none), ``earlier`` being the time spent before (see ``_spent``)."""
+    if none), ``earlier`` being what the checkpoint carries of the sweep's cost
+    (see ``_timing_so_far``)."""
     from klipjax.engine import checkpoint  # orbax itself loads on first use
 
     config = program.config
@@ -463,39 +464,47 @@ def _results(
     )
 
 
-def _spent(
-    started: float, report: sweep.ChunkReport, earlier: dict[str, float]
-) -> dict[str, float]:
-    """Wall, compile and evaluation seconds spent on the sweep so far: this
-    process's added to ``earlier``, what the checkpoint it resumed from had spent
-    (the time of a process killed after its last checkpoint is not counted: its
-    work is redone, and counted, here), and how many ``resumes`` that took."""
+def _timing_so_far(
+    started: float, report: sweep.ChunkReport, earlier: dict[str, Any]
+) -> dict[str, Any]:
+    """What a checkpoint carries of the sweep's cost: wall, compile and evaluation
+    seconds, this process's added to ``earlier``'s, those of the checkpoint it
+    resumed from (the time of a process killed after its last checkpoint is not
+    counted: its work is redone, and counted, here); how many ``resumes`` that
+    took; and the training's speed and chunk program size as the last process that
+    measured them saw them (a resume that only evaluates, or trains one chunk,
+    measures no speed)."""
     now = {
         "wall_seconds": time.perf_counter() - started,
         "compile_seconds": report.compile_seconds,
         "eval_seconds": report.eval_seconds,  # evaluations, their compile included
     }
-    return {key: earlier.get(key, 0.0) + seconds for key, seconds in now.items()} | {
-        "resumes": earlier.get("resumes", 0)
+    so_far = {key: earlier.get(key, 0.0) + value for key, value in now.items()}
+    so_far["resumes"] = earlier.get("resumes", 0)
+    measured = {
+        "env_steps_per_second": report.steps_per_second,
+        "program_bytes": report.program_bytes,
     }
+    for key, value in measured.items():
+        so_far[key] = value or earlier.get(key)
+    return so_far
 
 
 def _timing(
-    spent: dict[str, float],
+    so_far: dict[str, Any],
     report: sweep.ChunkReport,
     cache_hits: int,
     layout: placement.Placement,
 ) -> dict[str, Any]:
     return {
-        **spent,
+        **{key: value for key, value in so_far.items() if key != "program_bytes"},
         "compile_cache_hits": cache_hits,  # programs loaded from the persistent cache
-        "env_steps_per_second": report.steps_per_second,
         "parallel_runs": report.parallel_runs,  # runs advanced at once, all devices
         "devices": layout.mesh.size,  # the run axis spans them (all processes)
         "hardware": hardware.describe(),
         "memory_mb": {
             # XLA's analysis of one chunk, per device
-            "program": report.program_bytes / 2**20,
+            "program": (so_far["program_bytes"] or 0) / 2**20,
             **{f"peak_{k}": v / 2**20 for k, v in memory.peak_bytes().items()},
         },
     }
