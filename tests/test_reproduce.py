@@ -116,6 +116,22 @@ def test_report_rebuilds_from_the_kept_columns_or_without_them(tmp_path, monkeyp
         line.startswith("| cartpole |") and line.endswith("| not recorded |")
         for line in bare.splitlines()
     )
+    # such a summary given its hardware by hand from the run's notes says so
+    summary.pop("devices", None)  # not recorded either
+    summary["hardware"] = {
+        "platform": "gpu",
+        "device_kind": "NVIDIA H100",
+        "host_cpu": "not recorded",
+        "jax": "0.11.2",
+        "noted_after_the_run": "RUNS.md",
+    }
+    (group / "summary.json").write_text(json.dumps(summary))
+    noted = reproduce.write_report(out, quick=True).read_text()
+    assert any(
+        line.startswith("| cartpole |")
+        and line.endswith("| NVIDIA H100 (noted after the run, RUNS.md) |")
+        for line in noted.splitlines()
+    )
 
 
 def test_unknown_group_is_a_clean_error(capsys):

@@ -37,11 +37,15 @@ def describe() -> dict[str, Any]:
 
 def label(hardware: dict[str, Any] | None, devices: int | None) -> str:
     """One line for tables: ``"2 x cpu (AMD EPYC 7B13, 2 cores)"``, ``"1 x NVIDIA
-    H100 80GB HBM3"``; ``"not recorded"`` for a summary written before."""
+    H100 80GB HBM3"``; ``"not recorded"`` for a summary written before. A summary
+    written before may have been given its ``hardware`` by hand from the run's
+    notes, marked ``noted_after_the_run`` (where those notes are): the line says so."""
     if not hardware:
         return "not recorded"
     count = f"{devices} x " if devices else ""
-    text = f"{count}{hardware['device_kind']}"
-    if hardware["platform"] == "cpu":
-        text += f" ({hardware['host_cpu']})"
-    return text
+    details = [hardware["host_cpu"]] if hardware["platform"] == "cpu" else []
+    if hardware.get("noted_after_the_run"):
+        details.append(f"noted after the run, {hardware['noted_after_the_run']}")
+    return f"{count}{hardware['device_kind']}" + (
+        f" ({'; '.join(details)})" if details else ""
+    )

@@ -568,8 +568,9 @@ def write_report(out: Path, quick: bool) -> Path:
         "",
         (
             "Wall time of each group's sweep as recorded when it ran, and what it ran "
-            "on (the devices its runs spread over; 'not recorded' for groups run "
-            "before summaries kept it)."
+            "on (the devices its runs spread over; for groups run before summaries "
+            "kept it, 'not recorded', or what their notes say, marked as noted after "
+            "the run)."
         ),
         "",
         *_cost_lines(done),
