@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	@echo "installing klipjax and its dependencies into $(VENV) (log: $(INSTALL_LOG))"
 	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev,brax]'; } \
 		> $(INSTALL_LOG) 2>&1 || { tail -n 30 $(INSTALL_LOG); exit 1; }
+	@# An editable install leaves klipjax's own modules uncompiled; where Python may
+	@# not write bytecode (PYTHONDONTWRITEBYTECODE), every command would compile them.
+	@$(PY) -m compileall -q klipjax >> $(INSTALL_LOG) 2>&1
 	@touch $(STAMP)
 
 train: $(STAMP)

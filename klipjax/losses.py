@@ -40,6 +40,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from klipjax.core import sorting
+
 sg = jax.lax.stop_gradient
 
 # A gate maps (distance, upper_side) to a weight in [0, 1]: ``distance`` is the signed
@@ -769,7 +771,7 @@ def _masked_percentile(values, valid, q):
     valid = valid.reshape(-1)
     count = jnp.sum(valid)
     # Invalid samples sort after every valid one and are never interpolated with.
-    ordered = jnp.sort(jnp.where(valid, values, jnp.finfo(values.dtype).max))
+    ordered = sorting.sort_floats(jnp.where(valid, values, jnp.finfo(values.dtype).max))
     position = (q / 100.0) * jnp.maximum(count - 1, 0).astype(values.dtype)
     below = jnp.floor(position).astype(jnp.int32)
     above = jnp.minimum(below + 1, jnp.maximum(count - 1, 0))
@@ -856,8 +858,8 @@ def summarize_beta(beta, kill, *, mask=None) -> BetaStats:
         kill_abs_sum = jnp.sum(jnp.where(kill, jnp.abs(beta), 0.0))
         return BetaStats(
             mean=jnp.mean(beta),
-            p50=jnp.percentile(beta, 50.0),
-            p90=jnp.percentile(beta, 90.0),
+            p50=sorting.percentile(beta, 50.0),
+            p90=sorting.percentile(beta, 90.0),
             kill_abs_mean=kill_abs_sum / jnp.maximum(kill_count, 1),
         )
     valid = _valid(mask, jnp.shape(beta))

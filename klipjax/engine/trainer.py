@@ -26,6 +26,7 @@ import optax
 
 from klipjax import losses
 from klipjax.config.settings import CodePaths, Config, HParams
+from klipjax.core import sorting
 from klipjax.core import update_rules as rules
 from klipjax.core.gae import gae
 from klipjax.core.networks import Actor, Critic
@@ -448,7 +449,7 @@ class RunProgram:
         """``epochs`` shuffled passes of minibatch steps; returns the new parameters
         and optimiser state, the per-step stats and the shuffles."""
         config = self.config
-        orders = jax.vmap(lambda k: jax.random.permutation(k, config.batch_size))(
+        orders = jax.vmap(lambda k: sorting.permutation(k, config.batch_size))(
             jax.random.split(epochs_key, config.epochs)
         )
 
