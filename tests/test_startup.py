@@ -1,11 +1,14 @@
 """What a sweep pays before training: gymnax's render-only imports and the writers'
 libraries (pandas, pyarrow, matplotlib, orbax) are deferred to their first use, and
-the programs compile with klipjax's CPU options unless the user's XLA_FLAGS set the
-level."""
+the programs compile with klipjax's CPU options unless the user's XLA_FLAGS set
+them."""
 
 import subprocess
 import sys
 import textwrap
+
+import jax
+import jax.numpy as jnp
 
 from klipjax.engine import compiler
 
@@ -67,8 +70,22 @@ def test_writers_libraries_load_only_when_used():
     assert_runs_in_a_fresh_interpreter(WRITERS_DEFERRED)
 
 
-def test_cpu_programs_compile_at_level_one_unless_xla_flags_say(monkeypatch):
+def test_cpu_options_apply_unless_xla_flags_say(monkeypatch):
+    level = {compiler.LEVEL_FLAG: compiler.CPU_OPTIMIZATION_LEVEL}
+    passes = {compiler.DISABLED_PASSES_FLAG: compiler.CPU_DISABLED_PASSES}
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert compiler.options() == {compiler.LEVEL_FLAG: compiler.CPU_OPTIMIZATION_LEVEL}
+    assert compiler.options() == level | passes
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
-    assert compiler.options() == {}
+    assert compiler.options() == passes
+    monkeypatch.setenv("XLA_FLAGS", "--xla_disable_hlo_passes=algsimp")
+    assert compiler.options() == level
+
+
+def test_cpu_chunk_program_has_no_split_reductions():
+    # The skipped pass would turn each large reduction into a reduce-window and a
+    # reduce; the compiled program shows whether the option reached XLA.
+    x = jnp.ones((128, 4, 4))  # summed over its major axis, as a rollout's steps are
+    compiled = compiler.jit(lambda x: jnp.sum(x, axis=0)).lower(x).compile()
+    plain = jax.jit(lambda x: jnp.sum(x, axis=0)).lower(x).compile()
+    assert "reduce-window" in plain.as_text()
+    assert "reduce-window" not in compiled.as_text()
