@@ -856,10 +856,11 @@ def summarize_beta(beta, kill, *, mask=None) -> BetaStats:
     if mask is None:
         kill_count = jnp.sum(kill)
         kill_abs_sum = jnp.sum(jnp.where(kill, jnp.abs(beta), 0.0))
+        p50, p90 = sorting.percentiles(beta, (50.0, 90.0))
         return BetaStats(
             mean=jnp.mean(beta),
-            p50=sorting.percentile(beta, 50.0),
-            p90=sorting.percentile(beta, 90.0),
+            p50=p50,
+            p90=p90,
             kill_abs_mean=kill_abs_sum / jnp.maximum(kill_count, 1),
         )
     valid = _valid(mask, jnp.shape(beta))

@@ -89,3 +89,23 @@ def test_the_shuffle_sorts_take_the_single_operand_path():
     ours = sorts(lambda k: sorting.permutation(k, 512))
     assert len(ours) == 2  # two radix passes
     assert all(":" not in result and "," not in operands for result, operands in ours)
+
+
+def test_percentiles_share_one_sort_and_match_one_at_a_time():
+    x = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    both = jax.jit(lambda x: sorting.percentiles(x, (50.0, 90.0)))
+    text = both.lower(x).as_text()
+    assert text.count('"stablehlo.sort"') == 1
+    for got, q in zip(both(x), (50.0, 90.0)):
+        assert np.asarray(got) == np.asarray(sorting.percentile(x, q))
+
+
+def test_bad_inputs_are_refused_clearly():
+    with pytest.raises(TypeError, match="floats"):
+        sorting.sort_floats(np.arange(3))
+    with pytest.raises(ValueError, match="empty"):
+        sorting.percentile(np.zeros(0, np.float32), 50.0)
+    with pytest.raises(ValueError, match=r"\[0, 100\]"):
+        sorting.percentile(np.ones(3, np.float32), 101.0)
+    with pytest.raises(ValueError, match="int >= 0"):
+        sorting.permutation(jax.random.PRNGKey(0), -1)

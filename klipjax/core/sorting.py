@@ -27,6 +27,8 @@ def sort_floats(x, axis: int = -1):
     """``jnp.sort(x, axis)`` for floats: NaNs last (every NaN as the positive
     quiet NaN), ``-0.0`` as ``+0.0``."""
     x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"sort_floats takes floats, got {x.dtype}")
     if x.dtype == jnp.bfloat16:
         return sort_floats(x.astype(jnp.float32), axis).astype(jnp.bfloat16)
     nbits = jnp.finfo(x.dtype).bits
@@ -42,20 +44,31 @@ def sort_floats(x, axis: int = -1):
     return lax.bitcast_convert_type(bits, x.dtype)
 
 
-def percentile(x, q: float):
-    """``jnp.percentile(x, q)`` over all of ``x`` (linear interpolation; NaN if
-    any element is NaN), its sort on the fast path."""
+def percentiles(x, qs):
+    """``jnp.percentile(x, q)`` over all of ``x`` for each ``q`` in ``qs`` (linear
+    interpolation; NaN if any element is NaN), from one sort on the fast path."""
     x = jnp.ravel(jnp.asarray(x))
-    q = jnp.true_divide(jnp.asarray(q, x.dtype), 100.0)
     n = x.shape[0]
+    if n == 0:
+        raise ValueError("percentiles of an empty array")
     ordered = sort_floats(jnp.where(jnp.any(jnp.isnan(x)), jnp.nan, x))
-    position = q * (n - 1)
-    low, high = jnp.floor(position), jnp.ceil(position)
-    high_weight = position - low
-    low_weight = 1 - high_weight
-    low = jnp.clip(low, 0, n - 1).astype(jnp.int32)
-    high = jnp.clip(high, 0, n - 1).astype(jnp.int32)
-    return ordered[low] * low_weight + ordered[high] * high_weight
+    results = []
+    for q in qs:
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile {q!r}: expected a value in [0, 100]")
+        position = jnp.true_divide(jnp.asarray(q, x.dtype), 100.0) * (n - 1)
+        low, high = jnp.floor(position), jnp.ceil(position)
+        high_weight = position - low
+        low_weight = 1 - high_weight
+        low = jnp.clip(low, 0, n - 1).astype(jnp.int32)
+        high = jnp.clip(high, 0, n - 1).astype(jnp.int32)
+        results.append(ordered[low] * low_weight + ordered[high] * high_weight)
+    return tuple(results)
+
+
+def percentile(x, q: float):
+    """``jnp.percentile(x, q)`` (see ``percentiles``)."""
+    return percentiles(x, (q,))[0]
 
 
 def stable_argsort(keys):
@@ -93,6 +106,8 @@ def stable_argsort(keys):
 def permutation(key, n: int):
     """``jax.random.permutation(key, n)`` (the same draws: rounds of sorting
     ``arange(n)`` by random 32-bit keys, as many as jax takes)."""
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"permutation of {n!r} elements: expected an int >= 0")
     rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
     x = jnp.arange(n)
     for _ in range(rounds):
