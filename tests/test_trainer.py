@@ -115,6 +115,58 @@ def test_live_identity_check_is_exactly_zero_on_training_data():
     assert np.max(metrics["kill_fraction"]) > 0  # clipping actually happened
 
 
+@pytest.mark.parametrize("form", ["klip", "scaled_ppo_clip"])
+def test_identity_gap_is_the_largest_difference_of_the_two_gradients(monkeypatch, form):
+    # Against two plain jax.grad calls: 0 for the real KL form, and the actual gap
+    # for a form whose gradient differs (1.5x PPO-Clip's), so the check can fail.
+    from klipjax import losses
+    from klipjax.engine.trainer import Batch
+
+    if form == "scaled_ppo_clip":
+        monkeypatch.setattr(
+            losses, "klip", lambda *args, **kw: 1.5 * losses.ppo_clip(*args, **kw)
+        )
+    cfg = tiny(loss="ppo_clip", identity_check=True)
+    trainer = make_trainer(cfg.config)
+    program = trainer.init.__self__
+    hp = jax.tree.map(lambda column: column[0], cfg.hparams)
+    params = program.init(hp).params
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    n = 64
+    obs = jax.random.normal(keys[0], (n, program.obs_size))
+    action = jax.random.randint(keys[1], (n,), 0, 2)
+    log_prob_now = program.dist.log_prob(
+        program.actor.apply(params["actor"], obs), action
+    )
+    # Old log-probs around the current ones, some ratios outside the clip band.
+    old = log_prob_now + 0.3 * jax.random.normal(keys[2], (n,))
+    advantage = jax.random.normal(keys[3], (n,))
+    batch = Batch(obs, action, old, None, advantage, None, None)
+
+    def grad_of(loss):
+        def objective(actor_params):
+            log_prob = program.dist.log_prob(
+                program.actor.apply(actor_params, obs), action
+            )
+            return loss(log_prob, old, advantage, clip_eps=hp.clip_eps).mean()
+
+        return jax.grad(objective)(params["actor"])
+
+    expected = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(
+            jax.tree.leaves(grad_of(losses.ppo_clip)),
+            jax.tree.leaves(grad_of(losses.klip)),
+        )
+    )
+    gap = float(jax.jit(program.identity_gap)(hp, params, batch))
+    if form == "klip":
+        assert gap == expected == 0.0
+    else:
+        assert expected > 1e-3
+        np.testing.assert_allclose(gap, expected, rtol=1e-5)
+
+
 def test_ppo_clip_and_klip_train_identically():
     cfg = tiny(loss=["ppo_clip", "klip", "kl_fixed"], seeds=2, total_steps=4096)
     runner, metrics, _ = run(cfg)
