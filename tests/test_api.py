@@ -144,6 +144,19 @@ def test_all_finite_and_the_episode_tally():
     assert bool(rules.all_finite({"a": jnp.ones(3), "b": [jnp.zeros(2)]}))
     assert not bool(rules.all_finite({"a": jnp.asarray([1.0, jnp.nan])}))
     assert not bool(rules.all_finite([jnp.asarray(jnp.inf)]))
+    # Leaves of several dtypes and shapes, the non-finite one anywhere among them.
+    mixed = {
+        "w": jnp.ones((2, 3)),
+        "n": jnp.arange(4),
+        "h": jnp.asarray([1.0, 2.0], jnp.bfloat16),
+        "s": jnp.asarray(0.5),
+    }
+    assert bool(rules.all_finite(mixed))
+    assert not bool(
+        rules.all_finite({**mixed, "h": jnp.asarray([1.0, -jnp.inf], jnp.bfloat16)})
+    )
+    assert not bool(rules.all_finite({**mixed, "s": jnp.asarray(jnp.nan)}))
+    assert bool(rules.all_finite({}))
     tally = rules.EpisodeTally.zero()
     assert np.isnan(tally.mean_return())
     tally = tally.add(

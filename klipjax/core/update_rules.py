@@ -45,8 +45,16 @@ def explained_variance(values, targets):
 
 
 def all_finite(tree: Any):
-    """Whether every element of every array in ``tree`` is finite (a traced bool)."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+    """Whether every element of every array in ``tree`` is finite (a traced bool).
+
+    One reduction over the leaves laid end to end: XLA fuses the concatenation into
+    it, where a reduction per leaf made a kernel each (the divergence guard's check
+    of the parameters took 0.1-0.3 s of the CartPole chunk program's compile).
+    """
+    leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.isfinite(jnp.concatenate(leaves)))
 
 
 class EpisodeTally(NamedTuple):
