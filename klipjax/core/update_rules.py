@@ -49,7 +49,7 @@ def all_finite(tree: Any):
 
     One reduction over the leaves laid end to end: XLA fuses the concatenation into
     it, where a reduction per leaf made a kernel each (the divergence guard's check
-    of the parameters took 0.1-0.3 s of the CartPole chunk program's compile).
+    of the parameters cost about 0.2 s, 6%, of the CartPole chunk program's compile).
     """
     leaves = [jnp.ravel(x) for x in jax.tree.leaves(tree)]
     if not leaves:
