@@ -765,19 +765,23 @@ def _masked_mean(values, valid):
     return total / jnp.maximum(jnp.sum(valid), 1).astype(total.dtype)
 
 
-def _masked_percentile(values, valid, q):
-    """``jnp.percentile``'s linear interpolation over the valid samples only."""
+def _masked_percentiles(values, valid, qs):
+    """``jnp.percentile``'s linear interpolation over the valid samples only, for
+    each ``q`` in ``qs``, from one sort."""
     values = values.reshape(-1)
     valid = valid.reshape(-1)
     count = jnp.sum(valid)
     # Invalid samples sort after every valid one and are never interpolated with.
     ordered = sorting.sort_floats(jnp.where(valid, values, jnp.finfo(values.dtype).max))
-    position = (q / 100.0) * jnp.maximum(count - 1, 0).astype(values.dtype)
-    below = jnp.floor(position).astype(jnp.int32)
-    above = jnp.minimum(below + 1, jnp.maximum(count - 1, 0))
-    low, high = ordered[below], ordered[above]
-    result = low + (position - below) * (high - low)
-    return jnp.where(count > 0, result, 0.0).astype(values.dtype)
+    results = []
+    for q in qs:
+        position = (q / 100.0) * jnp.maximum(count - 1, 0).astype(values.dtype)
+        below = jnp.floor(position).astype(jnp.int32)
+        above = jnp.minimum(below + 1, jnp.maximum(count - 1, 0))
+        low, high = ordered[below], ordered[above]
+        result = low + (position - below) * (high - low)
+        results.append(jnp.where(count > 0, result, 0.0).astype(values.dtype))
+    return tuple(results)
 
 
 def partition_fractions(
@@ -864,10 +868,11 @@ def summarize_beta(beta, kill, *, mask=None) -> BetaStats:
             kill_abs_mean=kill_abs_sum / jnp.maximum(kill_count, 1),
         )
     valid = _valid(mask, jnp.shape(beta))
+    p50, p90 = _masked_percentiles(beta, valid, (50.0, 90.0))
     return BetaStats(
         mean=_masked_mean(beta, valid),
-        p50=_masked_percentile(beta, valid, 50.0),
-        p90=_masked_percentile(beta, valid, 90.0),
+        p50=p50,
+        p90=p90,
         kill_abs_mean=_masked_mean(jnp.abs(beta), valid & kill),
     )
 

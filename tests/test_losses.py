@@ -660,3 +660,22 @@ def test_per_sample_options_must_broadcast_to_the_inputs():
         traced(losses.klip, clip_eps=0.2, extra_beta=jnp.zeros(5))
     with pytest.raises(ValueError, match="SampleGate"):
         traced(losses.klip, clip_eps=0.2, context=jnp.zeros((4, 8)))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_beta_percentiles_come_from_one_sort(masked):
+    # p50 and p90 (with or without a token mask) read one sorted copy of beta_t.
+    rng = np.random.default_rng(0)
+    beta = rng.standard_normal(256).astype(np.float32)
+    kill = rng.random(256) < 0.2
+    mask = rng.random(256) < 0.6 if masked else None
+    text = (
+        jax.jit(lambda b, k: losses.summarize_beta(b, k, mask=mask))
+        .lower(beta, kill)
+        .as_text()
+    )
+    assert text.count('"stablehlo.sort"') == 1
+    stats = losses.summarize_beta(beta, kill, mask=mask)
+    kept = beta if mask is None else beta[mask]
+    np.testing.assert_allclose(stats.p50, np.percentile(kept, 50), rtol=1e-5)
+    np.testing.assert_allclose(stats.p90, np.percentile(kept, 90), rtol=1e-5)

@@ -69,13 +69,13 @@ def test_percentile_is_jnp_percentile(n):
     x = rng.standard_normal(n).astype(np.float32)
     x[: n // 3] = 0.0
     for q in [0.0, 10.0, 50.0, 90.0, 100.0]:
-        got = jax.jit(lambda x, q=q: sorting.percentile(x, q))(x)
+        got = jax.jit(lambda x, q=q: sorting.percentiles(x, (q,))[0])(x)
         # The same interpolation; jax may fold the weights as constants, which
         # can round the last bit differently.
         np.testing.assert_allclose(got, jnp.percentile(x, q), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(got, np.percentile(x, q), rtol=1e-5, atol=1e-6)
     x[-1] = np.nan
-    assert np.isnan(sorting.percentile(x, 50.0))
+    assert np.isnan(sorting.percentiles(x, (50.0,))[0])
 
 
 def test_the_shuffle_sorts_take_the_single_operand_path():
@@ -97,15 +97,15 @@ def test_percentiles_share_one_sort_and_match_one_at_a_time():
     text = both.lower(x).as_text()
     assert text.count('"stablehlo.sort"') == 1
     for got, q in zip(both(x), (50.0, 90.0)):
-        assert np.asarray(got) == np.asarray(sorting.percentile(x, q))
+        assert np.asarray(got) == np.asarray(sorting.percentiles(x, (q,))[0])
 
 
 def test_bad_inputs_are_refused_clearly():
     with pytest.raises(TypeError, match="floats"):
         sorting.sort_floats(np.arange(3))
     with pytest.raises(ValueError, match="empty"):
-        sorting.percentile(np.zeros(0, np.float32), 50.0)
+        sorting.percentiles(np.zeros(0, np.float32), (50.0,))
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
-        sorting.percentile(np.ones(3, np.float32), 101.0)
+        sorting.percentiles(np.ones(3, np.float32), (50.0, 101.0))
     with pytest.raises(ValueError, match="int >= 0"):
         sorting.permutation(jax.random.PRNGKey(0), -1)

@@ -51,11 +51,12 @@ def percentiles(x, qs):
     n = x.shape[0]
     if n == 0:
         raise ValueError("percentiles of an empty array")
-    ordered = sort_floats(jnp.where(jnp.any(jnp.isnan(x)), jnp.nan, x))
-    results = []
     for q in qs:
         if not 0 <= q <= 100:
             raise ValueError(f"percentile {q!r}: expected a value in [0, 100]")
+    ordered = sort_floats(jnp.where(jnp.any(jnp.isnan(x)), jnp.nan, x))
+    results = []
+    for q in qs:
         position = jnp.true_divide(jnp.asarray(q, x.dtype), 100.0) * (n - 1)
         low, high = jnp.floor(position), jnp.ceil(position)
         high_weight = position - low
@@ -64,11 +65,6 @@ def percentiles(x, qs):
         high = jnp.clip(high, 0, n - 1).astype(jnp.int32)
         results.append(ordered[low] * low_weight + ordered[high] * high_weight)
     return tuple(results)
-
-
-def percentile(x, q: float):
-    """``jnp.percentile(x, q)`` (see ``percentiles``)."""
-    return percentiles(x, (q,))[0]
 
 
 def stable_argsort(keys):

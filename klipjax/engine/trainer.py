@@ -441,6 +441,8 @@ class RunProgram:
             dist_params = self.actor.apply(actor_params, batch.obs)
             return self.dist.log_prob(dist_params, batch.action)
 
+        log_prob, backward = jax.vjp(log_prob_of, params["actor"])
+
         def gradient(loss):
             def objective(log_prob):
                 return loss(
@@ -450,7 +452,6 @@ class RunProgram:
             (grads,) = backward(jax.grad(objective)(log_prob))
             return jax.tree.leaves(grads)
 
-        log_prob, backward = jax.vjp(log_prob_of, params["actor"])
         gaps = [
             jnp.max(jnp.abs(a - b))
             for a, b in zip(gradient(losses.ppo_clip), gradient(losses.klip))
