@@ -11,8 +11,8 @@ continues it (and skips what is complete). In order:
 
 1. Throughput: the CartPole preset's four variants x ``--throughput-runs / 4``
    seeds (1024 runs by default) on the accelerator, then the same sweep on the
-   host's CPU (``JAX_PLATFORMS=cpu``), both for a few chunks: env-steps/s after the
-   first chunk (``summary.json``), side by side, and their ratio.
+   host's CPU (``JAX_PLATFORMS=cpu``), both for a few chunks: env-steps/s after
+   compiling (``summary.json``), side by side, and their ratio.
 2. The groups, cheapest first (the default order below): each through
    ``klipjax reproduce GROUP --out DIR``, which writes the group and REPORT.md; the
    wide-parallel Brax presets last, through ``klipjax train PRESET --out DIR/NAME``.
@@ -184,7 +184,7 @@ def markdown(found: dict) -> str:
     rate = found.get("throughput")
     if rate:
         lines += [
-            f"## CartPole, {rate['runs']} runs: env-steps/s after the first chunk",
+            f"## CartPole, {rate['runs']} runs: env-steps/s after compiling",
             "",
             "| backend | hardware | env-steps/s | compile s | peak device MiB |",
             "|---|---|---|---|---|",

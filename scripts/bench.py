@@ -69,7 +69,8 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
     program = sweep.build(experiment.config, experiment.hparams, **experiment.options)
     start = time.perf_counter()
     runner = program.init(program.hparams)
-    compiled = program.run_chunk.lower(runner, program.hparams).compile()
+    updates = program.updates(program.chunk_updates)
+    compiled = program.run_chunk.lower(runner, program.hparams, updates).compile()
     compile_seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     program = program._replace(run_chunk=compiled)
@@ -77,7 +78,7 @@ def child_klipjax(runs: int, updates: int, repeats: int, loss: str) -> dict:
     for _ in range(repeats):
         runner = jax.block_until_ready(program.init(program.hparams))
         start = time.perf_counter()
-        jax.block_until_ready(program.run_chunk(runner, program.hparams))
+        jax.block_until_ready(program.run_chunk(runner, program.hparams, updates))
         times.append(time.perf_counter() - start)
     execute = statistics.median(times)
     device = jax.local_devices()[0]

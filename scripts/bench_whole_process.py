@@ -46,6 +46,7 @@ import yaml
 from bench import BATCH, REJAX_VERSION, machine, rejax_python
 from tqdm import tqdm
 
+from klipjax.engine.sweep import FIRST_CALL_UPDATES
 from klipjax.outputs.results import TIMING_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,19 +194,20 @@ def klipjax_breakdown(run_dir: Path, runs: int) -> dict:
     """klipjax's own timing from ``summary.json``, put on the baselines' footing.
 
     Its ``compile_seconds`` runs from ``train()``'s start to the end of the first
-    chunk (setup, compile and that chunk's execution) and ``env_steps_per_second``
-    is the steady rate of the later chunks. So execution here is all updates at the
-    steady rate, and compile is ``compile_seconds`` less the first chunk's share."""
+    call of the chunk program (setup, compile and ``FIRST_CALL_UPDATES`` updates)
+    and ``env_steps_per_second`` is the steady rate of the later updates. So
+    execution here is all updates at the steady rate, and compile is
+    ``compile_seconds`` less the first call's share."""
     summary = json.loads((run_dir / "summary.json").read_text())
     chunk = yaml.safe_load((run_dir / "config.yaml").read_text()).get("chunk_updates")
     updates = summary["updates_done"]
     rate = summary["env_steps_per_second"]
     execute = runs * summary["total_steps"] / rate if rate else None
-    first_chunk = execute * min(chunk or updates, updates) / updates if rate else 0.0
+    first_call = execute * min(FIRST_CALL_UPDATES, updates) / updates if rate else 0.0
     setting = summary["settings"][0]
     evaluated = summary["final_evaluation"]["settings"][0]
     return {
-        "compile_s": summary["compile_seconds"] - first_chunk,
+        "compile_s": summary["compile_seconds"] - first_call,
         "execute_s": execute,
         "final_return": setting["mean"],
         "final_eval_return_det": evaluated["mean"],
@@ -358,7 +360,8 @@ def write_report(path: Path, result: dict, lines: list[str]) -> None:
         (
             "- Whole process: spawn to exit. Compile: lowering plus compiling (klipjax: "
             "its `compile_seconds` from `summary.json`, setup to the end of the first "
-            "chunk, less that chunk's execution at the steady rate). Execution: the "
+            "call of the chunk program, less that call's update at the steady rate). "
+            "Execution: the "
             "training program (klipjax: all updates at its steady rate). Import: "
             "`python -c` of what the tool loads (klipjax: `klipjax.engine.training`; "
             f"`import klipjax.cli` alone: {fmt(result['imports'].get('klipjax_cli'))} s)."

@@ -3,6 +3,7 @@ on a signal and resumes bit-identically; ``sample`` is one program; the trainer
 refuses runs it was not compiled for; the update's small rules."""
 
 import os
+import re
 import signal
 
 import jax.numpy as jnp
@@ -70,6 +71,17 @@ def test_two_calls_a_signal_stop_and_a_bit_identical_resume(
     for name, values in reference.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[name], values, err_msg=name)
     assert capsys.readouterr().out == ""  # the progress bar is on stderr
+
+
+def test_the_bar_moves_after_one_update_and_times_only_the_training(capsys):
+    kj.train(TINY, kj.grid(seeds=2), progress=True, chunk_updates=4)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    shown = re.findall(r"(compiling|training): +\d+%\|[^|]*\| (\d)/8 \[([^\]]*)\]", err)
+    assert shown[0][:2] == ("compiling", "0")
+    # One update after compiling, before the first chunk of 4 is over; that move
+    # feeds no rate (the compile's seconds would have made it look ~1000x slow).
+    assert shown[1][:2] == ("training", "1") and shown[1][2].endswith("?update/s")
+    assert shown[-1][:2] == ("training", "8")
 
 
 def test_a_random_search_is_one_program(monkeypatch):

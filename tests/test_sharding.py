@@ -32,7 +32,9 @@ SCRIPT = textwrap.dedent(
     program = build(cfg)
     runner = program.init(program.hparams)
     compiled = {
-        "chunk": program.run_chunk.lower(runner, program.hparams).compile(),
+        "chunk": program.run_chunk.lower(
+            runner, program.hparams, program.updates(program.chunk_updates)
+        ).compile(),
         "init": program.init.lower(program.hparams).compile(),
         "evaluate": program.evaluate.lower(
             runner, program.hparams, episodes=1

@@ -35,9 +35,9 @@ def count_traces(monkeypatch):
     def make_counted(static, paths):
         trainer = make_trainer(static, paths)
 
-        def run_chunk(runner, hp, num_updates):
+        def run_chunk(runner, hp, num_updates, updates=None):
             traces.append(1)
-            return trainer.run_chunk(runner, hp, num_updates)
+            return trainer.run_chunk(runner, hp, num_updates, updates)
 
         return trainer._replace(run_chunk=chex.assert_max_traces(run_chunk, n=1))
 

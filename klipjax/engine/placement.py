@@ -76,13 +76,32 @@ def put(tree: Any, placement: Placement) -> Any:
     return jax.tree.map(one, tree)
 
 
-def per_device(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
+def per_device(
+    fn: Callable, mesh: jax.sharding.Mesh, shared: tuple[bool, ...] | None = None
+) -> Callable:
     """``fn`` (over a device's slice of runs, every argument and result ``[runs,
-    ...]``) applied to the whole run axis, each device on its own slice."""
+    ...]``) applied to the whole run axis, each device on its own slice. With
+    ``shared``, one flag per argument: those flagged are the same on every device
+    (``put_shared``), not over the run axis."""
     spec = PartitionSpec(RUN_AXIS)
+    in_specs = spec
+    if shared is not None:
+        in_specs = tuple(PartitionSpec() if flag else spec for flag in shared)
     # No collectives inside, so nothing for the varying-axes checks to guard; they
     # would ask every scan carry built from constants to be cast to "varying".
-    return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    return jax.shard_map(
+        fn, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False
+    )
+
+
+def put_shared(value: Any, placement: Placement) -> jax.Array:
+    """A host value (the same on every process) as a global array that every device
+    holds whole."""
+    value = np.asarray(value)
+    sharding = NamedSharding(placement.mesh, PartitionSpec())
+    return jax.make_array_from_callback(
+        value.shape, sharding, lambda index: value[index]
+    )
 
 
 def to_host(tree: Any, placement: Placement) -> Any:
@@ -98,5 +117,6 @@ __all__ = [
     "per_device",
     "place",
     "put",
+    "put_shared",
     "to_host",
 ]

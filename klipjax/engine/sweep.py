@@ -44,15 +44,19 @@ CPU_PARALLEL_RUNS = 64
 # mean return of an evaluation with sampled actions, and with the most likely ones.
 EVAL_METRICS = ("eval_return", "eval_return_det")
 METRIC_NAMES = Metrics._fields + EVAL_METRICS
+# Updates in a sweep's first call of its chunk program: its end shows the first
+# progress and times the compile apart from the steady speed (any count runs on
+# the one compiled program).
+FIRST_CALL_UPDATES = 1
 
 
 def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0) -> int:
     """Updates per jitted call.
 
     The requested size if given; else, near ``num_updates / DEFAULT_CHUNKS`` (within a
-    factor of 2), a divisor of ``num_updates``, or failing one the size whose last
-    chunk wastes the fewest updates (a chunk's length is static, so its tail past
-    ``num_updates`` is computed and masked). With ``align`` (the checkpoint interval)
+    factor of 2), a divisor of ``num_updates`` (chunks of equal length), or failing
+    one the size whose last chunk falls the fewest updates short of a whole one (the
+    last call makes only the updates left). With ``align`` (the checkpoint interval)
     the chunk also divides ``align``, so checkpoints fall on chunk boundaries.
     """
     if requested is not None:
@@ -64,11 +68,11 @@ def choose_chunk(num_updates: int, requested: int | None = None, align: int = 0)
         )
     sizes = range(max(1, -(-target // 2)), min(2 * target, num_updates) + 1)
 
-    def masked(size: int) -> int:
+    def short(size: int) -> int:  # updates the last chunk lacks
         return -num_updates % size
 
-    # fewest masked updates first, then the size nearest the target
-    return min(sizes, key=lambda size: (masked(size), abs(size - target)))
+    # the fullest last chunk first, then the size nearest the target
+    return min(sizes, key=lambda size: (short(size), abs(size - target)))
 
 
 class SweepProgram(NamedTuple):
@@ -77,7 +81,7 @@ class SweepProgram(NamedTuple):
     config: Config
     hparams: HParams  # [padded_runs] global arrays over the run axis
     init: Callable[[HParams], Runner]
-    run_chunk: Callable[[Runner, HParams], tuple[Runner, Metrics]]
+    run_chunk: Callable[[Runner, HParams, jax.Array], tuple[Runner, Metrics]]
     evaluate: Callable[..., Evaluation]  # (runner, hparams, episodes=...) per run
     chunk_updates: int
     num_chunks: int
@@ -88,6 +92,11 @@ class SweepProgram(NamedTuple):
     def num_runs(self) -> int:
         """The table's runs (the padding excluded)."""
         return self.placement.num_runs
+
+    def updates(self, count: int) -> jax.Array:
+        """``run_chunk``'s last argument: ``count`` (at most ``chunk_updates``)
+        updates of every run, ``run_chunk(runner, hparams, updates(count))``."""
+        return placement.put_shared(np.int32(count), self.placement)
 
 
 def build(
@@ -194,13 +203,15 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
     """``init``, ``run_chunk`` and ``evaluate`` over the whole run axis: each a
     per-device body (``runs_per_device`` runs) under ``shard_map``."""
 
-    def run_chunk(runner, hp):
-        return trainer.run_chunk(runner, hp, chunk)
+    def run_chunk(runner, hp, updates):
+        return trainer.run_chunk(runner, hp, chunk, updates)
 
+    # ``updates``, how many this call makes, is one count for every run.
+    run_runs = jax.vmap(run_chunk, in_axes=(0, 0, None))
     if parallel < runs_per_device:
-        run_device = _in_groups(jax.vmap(run_chunk), parallel, runs_per_device)
+        run_device = _in_groups(run_runs, parallel, runs_per_device)
     else:
-        run_device = jax.vmap(run_chunk)
+        run_device = run_runs
 
     def per_device(fn):
         return placement.per_device(fn, mesh)
@@ -229,15 +240,18 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
 
     return (
         compiler.jit(per_device(jax.vmap(trainer.init))),
-        compiler.jit(per_device(run_device), donate_argnums=0),
+        compiler.jit(
+            placement.per_device(run_device, mesh, shared=(False, False, True)),
+            donate_argnums=0,
+        ),
         compiler.jit(evaluate, static_argnames="episodes"),
     )
 
 
 def _in_groups(run_group: Callable, parallel: int, runs: int) -> Callable:
-    """``run_group`` (over ``parallel`` runs) applied to ``runs`` runs one group
-    after another inside the program: the transient memory (rollouts, minibatches)
-    is that of one group. Every group is exactly ``parallel`` wide (the last one
+    """``run_group(runner, hp, updates)`` (over ``parallel`` runs) applied to ``runs``
+    runs one group after another inside the program: the transient memory
+    (rollouts, minibatches) is that of one group. Every group is exactly ``parallel`` wide (the last one
     filled up with copies of the first runs, dropped after), so a run's rounding
     depends on ``parallel`` alone, not on how many runs a device holds."""
     groups = -(-runs // parallel)
@@ -250,9 +264,10 @@ def _in_groups(run_group: Callable, parallel: int, runs: int) -> Callable:
     def back(x):
         return x.reshape((groups * parallel,) + x.shape[2:])[:runs]
 
-    def run_all(*args):
+    def run_all(runner, hp, updates):
         out = jax.lax.map(
-            lambda group: run_group(*group), jax.tree.map(in_groups, args)
+            lambda group: run_group(*group, updates),
+            jax.tree.map(in_groups, (runner, hp)),
         )
         return jax.tree.map(back, out)
 
@@ -273,7 +288,8 @@ def compile_to_fit(
     called once the program is traced, before XLA compiles it. Returns the program
     (its ``run_chunk`` now the compiled executable) and its memory need in bytes
     (per device)."""
-    lowered = program.run_chunk.lower(runner, program.hparams)
+    updates = program.updates(program.chunk_updates)  # any count: one program
+    lowered = program.run_chunk.lower(runner, program.hparams, updates)
     if after_lowering is not None:
         after_lowering()
     compiled = lowered.compile()
@@ -286,7 +302,9 @@ def compile_to_fit(
         fitting = distributed.agree_min(fitting)
         if fitting < program.parallel_runs:
             program = rebuild(fitting)
-            compiled = program.run_chunk.lower(runner, program.hparams).compile()
+            compiled = program.run_chunk.lower(
+                runner, program.hparams, updates
+            ).compile()
             need = memory.program_bytes(compiled)
     return program._replace(run_chunk=compiled), need
 
@@ -299,7 +317,7 @@ class ChunkReport(NamedTuple):
     env_steps_done: int  # summed over runs
     seconds: float
     compile_seconds: float
-    steps_per_second: float | None  # all runs, after the compiling first chunk
+    steps_per_second: float | None  # all runs, after the compiling first call
     parallel_runs: int = 0  # runs advanced at once, over all devices
     program_bytes: int = 0  # the compiled chunk's memory (per device): state,
     # outputs, temporaries; 0 if this process compiled none
@@ -319,6 +337,7 @@ def run(
         [ChunkReport, Runner, dict[str, np.ndarray]], None
     ]
     | None = None,
+    on_progress: Callable[[ChunkReport], None] | None = None,
 ) -> tuple[Runner, dict[str, np.ndarray], ChunkReport]:
     """Trains every run of the program; returns the final runner (``[padded_runs,
     ...]`` over the run axis, see ``placement``), the table's ``[runs, updates]``
@@ -329,7 +348,9 @@ def run(
     stops after that chunk (every process must return the same).
     ``before_final_evaluation`` sees the trained sweep before its final evaluation
     (without it), to checkpoint it: a crash there then costs only the evaluation,
-    which a resume from that checkpoint runs alone."""
+    which a resume from that checkpoint runs alone. ``on_progress`` sees the report
+    after the first call's ``FIRST_CALL_UPDATES`` updates, inside the first chunk
+    (for a progress bar: no chunk ends there)."""
     config = program.config
     num_runs = program.num_runs
     distributed.check_same("checkpoint", start_chunk)
@@ -372,20 +393,23 @@ def run(
     parallel = min(program.parallel_runs * program.placement.mesh.size, num_runs)
     collected = [] if metrics is None else [metrics]
     chunks = []
-    steps_per_chunk = program.chunk_updates * config.batch_size * num_runs
+    steady_from = None  # updates done when the first (compiling) call returned
+    counts: dict[int, jax.Array] = {}
 
-    def progress(chunks_done: int, updates: int, steady_chunks: int) -> ChunkReport:
+    def progress(chunks_done: int, updates: int) -> ChunkReport:
         seconds = time.perf_counter() - start
+        steady = 0 if steady_from is None else updates - steady_from
         return ChunkReport(
             chunks_done=chunks_done,
             updates_done=updates,
             env_steps_done=updates * config.batch_size * num_runs,
             seconds=seconds,
             compile_seconds=compile_seconds,
-            steps_per_second=steady_chunks
-            * steps_per_chunk
+            steps_per_second=steady
+            * config.batch_size
+            * num_runs
             / (seconds - compile_seconds - eval_seconds)
-            if steady_chunks
+            if steady
             else None,
             parallel_runs=parallel,
             program_bytes=program_bytes,
@@ -393,7 +417,7 @@ def run(
         )
 
     report = progress(
-        start_chunk, min(start_chunk * program.chunk_updates, config.num_updates), 0
+        start_chunk, min(start_chunk * program.chunk_updates, config.num_updates)
     )
     if final_missing:
         evaluated = time.perf_counter()
@@ -401,16 +425,35 @@ def run(
         collected = [metrics]
         _evaluate_into(metrics, program, evaluations, runner, config.num_updates, -1)
         eval_seconds += time.perf_counter() - evaluated
-        report = progress(start_chunk, report.updates_done, 0)
+        report = progress(start_chunk, report.updates_done)
         if on_chunk is not None:  # the last chunk's report, which the crash cut off
             on_chunk(report, runner, metrics)
+
+    def call(updates: int) -> Metrics:
+        """``updates`` updates of every run (one compiled program for any count)."""
+        nonlocal runner
+        if updates not in counts:
+            counts[updates] = program.updates(updates)
+        runner, out = program.run_chunk(runner, program.hparams, counts[updates])
+        return placement.to_host(out, program.placement)
+
     for index in range(start_chunk, program.num_chunks):
-        runner, chunk_metrics = program.run_chunk(runner, program.hparams)
-        chunk_metrics = placement.to_host(chunk_metrics, program.placement)
-        if index == start_chunk:
-            # Setup, compiling and the first call; later calls show the steady speed.
+        begin = index * program.chunk_updates
+        size = min(program.chunk_updates, config.num_updates - begin)
+        if steady_from is None:
+            # Setup, compiling and a first short call; the rest runs at steady speed.
+            first = min(FIRST_CALL_UPDATES, size)
+            chunk_metrics = call(first)
             compile_seconds = time.perf_counter() - start
-        updates = min((index + 1) * program.chunk_updates, config.num_updates)
+            steady_from = begin + first
+            if first < size:
+                if on_progress is not None:
+                    on_progress(progress(index, steady_from))
+                rest = call(size - first)
+                chunk_metrics = _joined(chunk_metrics, rest, first)
+        else:
+            chunk_metrics = call(size)
+        updates = begin + size
         columns = _chunk_columns(chunk_metrics)
         chunks.append(columns)
         final = updates >= config.num_updates
@@ -420,7 +463,7 @@ def run(
             and evaluation_episodes(config, updates)
         ):
             before_final_evaluation(
-                progress(index + 1, updates, index - start_chunk),
+                progress(index + 1, updates),
                 runner,
                 _merge(collected, chunks, config.num_updates),
             )
@@ -428,7 +471,7 @@ def run(
         last = (updates - 1) % program.chunk_updates
         _evaluate_into(columns, program, evaluations, runner, updates, last)
         eval_seconds += time.perf_counter() - evaluated
-        report = progress(index + 1, updates, index - start_chunk)
+        report = progress(index + 1, updates)
         if on_chunk is not None and on_chunk(
             report, runner, _merge(collected, chunks, config.num_updates)
         ):
@@ -534,6 +577,16 @@ def final_evaluation_missing(
     if not evaluation_episodes(config, config.num_updates):
         return False
     return bool(np.isnan(metrics["eval_return_det"][:, config.num_updates - 1]).all())
+
+
+def _joined(head: Metrics, tail: Metrics, split: int) -> Metrics:
+    """One chunk's ``[runs, chunk]`` metrics from two calls: ``head``'s first
+    ``split`` updates, then ``tail``'s."""
+    return jax.tree.map(
+        lambda h, t: np.concatenate([h[:, :split], t[:, : h.shape[1] - split]], 1),
+        head,
+        tail,
+    )
 
 
 def _merge(previous, chunks, num_updates) -> dict[str, np.ndarray]:

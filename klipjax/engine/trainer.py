@@ -1,7 +1,7 @@
 """The training program of one run: rollout, GAE and the KLip/PPO update, all pure.
 
 ``make_trainer(config)`` returns ``init(hp) -> Runner``,
-``run_chunk(runner, hp, num_updates) -> (runner, metrics)`` and
+``run_chunk(runner, hp, num_updates[, updates]) -> (runner, metrics)`` and
 ``evaluate(runner, hp, episodes) -> Evaluation``. All take one run's
 traced ``HParams``; ``klipjax.engine.sweep`` vmaps them over runs and jits them, so
 a whole grid (seeds x hyperparameters x loss variants) is one XLA program.
@@ -593,11 +593,25 @@ class RunProgram:
         )
         return Evaluation(returns[:episodes].mean(), returns[episodes:].mean())
 
-    def run_chunk(self, runner: Runner, hp: HParams, num_updates: int):
-        """``num_updates`` guarded updates (a static scan length)."""
-        return jax.lax.scan(
-            lambda r, _: self.guarded_update(r, hp), runner, None, length=num_updates
+    def run_chunk(self, runner: Runner, hp: HParams, num_updates: int, updates=None):
+        """``updates`` guarded updates (default ``num_updates``; may be traced, at most
+        ``num_updates``). The metrics are ``[num_updates]`` (a static length), NaN
+        past ``updates``: one compiled chunk program serves calls of any length, so
+        a sweep shows progress after its first update and computes no update past
+        its last."""
+        if updates is None:
+            updates = num_updates
+        filled = Metrics(
+            *(jnp.full(num_updates, jnp.nan, jnp.float32) for _ in Metrics._fields)
         )
+
+        def one_update(index, carry):
+            runner, filled = carry
+            runner, metrics = self.guarded_update(runner, hp)
+            filled = jax.tree.map(lambda f, m: f.at[index].set(m), filled, metrics)
+            return runner, filled
+
+        return jax.lax.fori_loop(0, updates, one_update, (runner, filled))
 
 
 def make_trainer(config: Config | None = None, paths: CodePaths = ALL_PATHS) -> Trainer:
@@ -605,8 +619,10 @@ def make_trainer(config: Config | None = None, paths: CodePaths = ALL_PATHS) -> 
     (runner, Metrics)`` for a static config (default: ``Config()``), compiled for the
     code ``paths`` its runs take (all of them by default).
 
-    ``run_chunk`` returns ``Metrics`` whose fields are ``[n]`` (one per update); vmap
-    both over a stacked run table for a sweep, as ``klipjax.train`` does.
+    ``run_chunk`` returns ``Metrics`` whose fields are ``[n]`` (one per update; with
+    ``run_chunk(runner, hp, n, updates)``, a possibly traced count of at most ``n``
+    updates, NaN past it); vmap both over a stacked run table for a sweep, as
+    ``klipjax.train`` does.
     """
     config = config or Config()
     spec = make(config.env)

@@ -271,18 +271,33 @@ def train(
                 min(start_chunk * program.chunk_updates, config.num_updates),
             ) as bar,
         ):
+            compiling = True
+
+            def on_progress(report: sweep.ChunkReport) -> None:
+                nonlocal compiling
+                if bar is None:
+                    return
+                if compiling:
+                    # The compile ends here: the bar's clock restarts and counts
+                    # from this update on (this first move feeds no rate), so the
+                    # speed and the time left it shows are the training's alone.
+                    compiling = False
+                    bar.unpause()
+                    bar.set_description("training", refresh=False)
+                    bar.n = bar.initial = report.updates_done
+                    bar.refresh()
+                    return
+                if report.steps_per_second:
+                    bar.set_postfix_str(
+                        f"{report.steps_per_second:,.0f} env-steps/s", refresh=False
+                    )
+                bar.update(report.updates_done - bar.n)
 
             def on_chunk(report: sweep.ChunkReport, runner, metrics) -> bool:
                 nonlocal stopped_by
                 if out is not None and main and report.chunks_done == start_chunk + 1:
                     _import_writers_aside()
-                if bar is not None:
-                    bar.set_description("training", refresh=False)
-                    if report.steps_per_second:
-                        bar.set_postfix_str(
-                            f"{report.steps_per_second:,.0f} env-steps/s", refresh=False
-                        )
-                    bar.update(report.updates_done - bar.n)
+                on_progress(report)
                 # A signal to any process stops them all after this same chunk.
                 stopped_by = _distributed.agree_max(stop.signum or 0) or None
                 finished = report.updates_done >= config.num_updates
@@ -316,6 +331,7 @@ def train(
                 before_final_evaluation=None
                 if checkpointer is None
                 else before_final_evaluation,
+                on_progress=on_progress,
             )
     finally:
         if checkpointer is not None:

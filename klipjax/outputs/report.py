@@ -315,8 +315,8 @@ def _cost_lines(done: list[GroupResult]) -> list[str]:
     """What each group ran and what it cost (as recorded in its summary.json)."""
     lines = [
         (
-            "| group | runs x env steps | wall (incl. compile) | env-steps/s after the "
-            "first chunk | ran on |"
+            "| group | runs x env steps | wall (incl. compile) | env-steps/s after "
+            "compiling | ran on |"
         ),
         "|---|---|---|---|---|",
     ]
