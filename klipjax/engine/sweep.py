@@ -213,8 +213,8 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
     else:
         run_device = run_runs
 
-    def per_device(fn):
-        return placement.per_device(fn, mesh)
+    def per_device(fn, shared=None):
+        return placement.per_device(fn, mesh, shared)
 
     safe = brax_envs.safe_step_batch(trainer.policy_spec.env)
 
@@ -241,8 +241,7 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
     return (
         compiler.jit(per_device(jax.vmap(trainer.init))),
         compiler.jit(
-            placement.per_device(run_device, mesh, shared=(False, False, True)),
-            donate_argnums=0,
+            per_device(run_device, shared=(False, False, True)), donate_argnums=0
         ),
         compiler.jit(evaluate, static_argnames="episodes"),
     )
@@ -251,9 +250,10 @@ def _jitted_program(trainer: Trainer, chunk, parallel, mesh, runs_per_device):
 def _in_groups(run_group: Callable, parallel: int, runs: int) -> Callable:
     """``run_group(runner, hp, updates)`` (over ``parallel`` runs) applied to ``runs``
     runs one group after another inside the program: the transient memory
-    (rollouts, minibatches) is that of one group. Every group is exactly ``parallel`` wide (the last one
-    filled up with copies of the first runs, dropped after), so a run's rounding
-    depends on ``parallel`` alone, not on how many runs a device holds."""
+    (rollouts, minibatches) is that of one group. Every group is exactly
+    ``parallel`` wide (the last one filled up with copies of the first runs, dropped
+    after), so a run's rounding depends on ``parallel`` alone, not on how many runs
+    a device holds."""
     groups = -(-runs // parallel)
     fill = groups * parallel - runs
 
