@@ -4,6 +4,7 @@ early progress report, and nothing computed past the last update."""
 
 import jax
 import numpy as np
+import pytest
 
 from klipjax.engine.sweep import DEFAULT_CHUNKS, FIRST_CALL_UPDATES, choose_chunk
 from klipjax.engine.trainer import Metrics
@@ -76,6 +77,9 @@ def test_a_chunk_in_two_calls_equals_it_in_one():
         assert np.isnan(first[:, 1:]).all() and np.isnan(rest[:, 2:]).all(), name
         assert np.array_equal(first[:, :1], full[:, :1], equal_nan=True), name
         assert np.array_equal(rest[:, :2], full[:, 1:], equal_nan=True), name
+    for bad in (-1, 4, 1.0):
+        with pytest.raises(ValueError, match="chunk_updates=3"):
+            program.updates(bad)
     # No update at all: the runs stand still.
     before = program.init(program.hparams)
     copy = jax.tree.map(np.array, before)

@@ -96,6 +96,13 @@ class SweepProgram(NamedTuple):
     def updates(self, count: int) -> jax.Array:
         """``run_chunk``'s last argument: ``count`` (at most ``chunk_updates``)
         updates of every run, ``run_chunk(runner, hparams, updates(count))``."""
+        if not isinstance(count, (int, np.integer)) or not (
+            0 <= count <= self.chunk_updates
+        ):
+            raise ValueError(
+                f"updates per call: expected an int from 0 to "
+                f"chunk_updates={self.chunk_updates}, got {count!r}"
+            )
         return placement.put_shared(np.int32(count), self.placement)
 
 

@@ -601,6 +601,8 @@ class RunProgram:
         its last."""
         if updates is None:
             updates = num_updates
+        elif isinstance(updates, int) and not 0 <= updates <= num_updates:
+            raise ValueError(f"updates={updates}: expected 0 to {num_updates}")
         filled = Metrics(
             *(jnp.full(num_updates, jnp.nan, jnp.float32) for _ in Metrics._fields)
         )
