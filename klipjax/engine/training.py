@@ -136,6 +136,34 @@ def _progress_bar(enabled: bool, total: int, initial: int):
     )
 
 
+class _BarMoves:
+    """Moves a progress bar (or nothing, for None) to each report's update."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.compiling = True
+
+    def show(self, report: sweep.ChunkReport) -> None:
+        bar = self.bar
+        if bar is None:
+            return
+        if self.compiling:
+            # The compile ends here: the bar's clock restarts and counts from this
+            # update on (this first move feeds no rate), so the speed and the time
+            # left it shows are the training's alone.
+            self.compiling = False
+            bar.unpause()
+            bar.set_description("training", refresh=False)
+            bar.n = bar.initial = report.updates_done
+            bar.refresh()
+            return
+        if report.steps_per_second:
+            bar.set_postfix_str(
+                f"{report.steps_per_second:,.0f} env-steps/s", refresh=False
+            )
+        bar.update(report.updates_done - bar.n)
+
+
 def train(
     config: Config,
     hparams: HParams,
@@ -271,27 +299,7 @@ def train(
                 min(start_chunk * program.chunk_updates, config.num_updates),
             ) as bar,
         ):
-            compiling = True
-
-            def on_progress(report: sweep.ChunkReport) -> None:
-                nonlocal compiling
-                if bar is None:
-                    return
-                if compiling:
-                    # The compile ends here: the bar's clock restarts and counts
-                    # from this update on (this first move feeds no rate), so the
-                    # speed and the time left it shows are the training's alone.
-                    compiling = False
-                    bar.unpause()
-                    bar.set_description("training", refresh=False)
-                    bar.n = bar.initial = report.updates_done
-                    bar.refresh()
-                    return
-                if report.steps_per_second:
-                    bar.set_postfix_str(
-                        f"{report.steps_per_second:,.0f} env-steps/s", refresh=False
-                    )
-                bar.update(report.updates_done - bar.n)
+            on_progress = _BarMoves(bar).show
 
             def on_chunk(report: sweep.ChunkReport, runner, metrics) -> bool:
                 nonlocal stopped_by
