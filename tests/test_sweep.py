@@ -2,6 +2,9 @@
 chunks of equal length where a divisor allows, a first call of one update for an
 early progress report, and nothing computed past the last update."""
 
+import ast
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -109,3 +112,19 @@ def test_progress_shows_after_the_first_update_and_the_last_chunk_stops_at_the_e
         and not np.isnan(metrics["env_steps"]).any()
     )
     assert report.steps_per_second > 0 and report.compile_seconds < report.seconds
+
+
+def test_the_whole_process_benchmark_knows_the_first_call():
+    # scripts/bench_whole_process.py keeps its own copy (it must not import the
+    # engine); its klipjax compile figure subtracts that call's updates.
+    source = (
+        Path(__file__).parents[1] / "scripts" / "bench_whole_process.py"
+    ).read_text()
+    values = [
+        node.value.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        and [t.id for t in node.targets if isinstance(t, ast.Name)]
+        == ["FIRST_CALL_UPDATES"]
+    ]
+    assert values == [FIRST_CALL_UPDATES]
