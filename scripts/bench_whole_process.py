@@ -365,8 +365,8 @@ def write_report(path: Path, result: dict, lines: list[str]) -> None:
             "- Whole process: spawn to exit. Compile: lowering plus compiling (klipjax: "
             "its `compile_seconds` from `summary.json`, setup to the end of the first "
             "call of the chunk program, less that call's update at the steady rate). "
-            "Execution: the "
-            "training program (klipjax: all updates at its steady rate). Import: "
+            "Execution: the training program (klipjax: all updates at its steady "
+            "rate). Import: "
             "`python -c` of what the tool loads (klipjax: `klipjax.engine.training`; "
             f"`import klipjax.cli` alone: {fmt(result['imports'].get('klipjax_cli'))} s)."
         ),

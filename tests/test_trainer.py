@@ -243,3 +243,13 @@ def test_divergent_run_is_frozen_and_the_others_continue():
     assert np.all(np.isnan(metrics["policy_loss"][1, diverged[1] :]))
     for leaf in jax.tree.leaves(runner.params):
         assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+def test_a_metric_of_another_type_is_refused_not_cast():
+    from klipjax.engine.trainer import _write
+
+    column = jax.numpy.full(3, np.nan, np.float32)
+    assert np.asarray(_write(1, column, np.float32(2.5))).tolist()[1] == 2.5
+    for wrong in (np.int32(2), np.zeros(2, np.float32), np.float16(1.0)):
+        with pytest.raises(TypeError, match="float32 scalar"):
+            _write(1, column, jax.numpy.asarray(wrong))

@@ -144,6 +144,14 @@ def _select(flag, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
 
 
+def _write(index, column, value):
+    """``column`` with ``value`` (a float32 scalar, checked when traced: a metric of
+    another type would otherwise be cast silently) at ``index``."""
+    if jnp.shape(value) != () or value.dtype != column.dtype:
+        raise TypeError(f"a metric must be a float32 scalar, got {value.aval}")
+    return column.at[index].set(value)
+
+
 def learning_rate(hp: HParams, config: Config, update_index):
     """The learning rate during update ``update_index`` (see ``annealed_lr``)."""
     return rules.annealed_lr(hp.lr, hp.anneal_lr, update_index, config.num_updates)
@@ -610,8 +618,7 @@ class RunProgram:
         def one_update(index, carry):
             runner, filled = carry
             runner, metrics = self.guarded_update(runner, hp)
-            filled = jax.tree.map(lambda f, m: f.at[index].set(m), filled, metrics)
-            return runner, filled
+            return runner, jax.tree.map(partial(_write, index), filled, metrics)
 
         return jax.lax.fori_loop(0, updates, one_update, (runner, filled))
 
