@@ -1,4 +1,4 @@
-"""Networks: the orthogonal initializer and the policy heads."""
+"""Networks: the orthogonal initializer, the policy heads, the categorical log-prob."""
 
 import jax
 import jax.numpy as jnp
@@ -34,3 +34,22 @@ def test_heads():
     np.testing.assert_array_equal(out[:, 2:], 0.0)  # log-std starts at 0
     critic = Critic((64, 64))
     assert critic.apply(critic.init(jax.random.key(1), obs), obs).shape == (5,)
+
+
+def test_categorical_log_prob_is_the_chosen_log_softmax_entry_with_its_gradient():
+    from klipjax.core.distributions import Categorical
+
+    dist = Categorical(3)
+    logits = jax.random.normal(jax.random.PRNGKey(0), (5, 7, 3)) * 4.0
+    logits = logits.at[0, 0].set(jnp.array([-jnp.inf, 2.0, 1.0]))  # an impossible one
+    actions = jax.random.randint(jax.random.PRNGKey(1), (5, 7), 0, 3).at[0, 0].set(1)
+
+    def reference(logits):
+        log_p = jax.nn.log_softmax(logits)
+        return jnp.take_along_axis(log_p, actions[..., None], -1)[..., 0]
+
+    np.testing.assert_array_equal(dist.log_prob(logits, actions), reference(logits))
+    weights = jax.random.normal(jax.random.PRNGKey(2), (5, 7))
+    grad = jax.grad(lambda x: jnp.sum(weights * dist.log_prob(x, actions)))(logits)
+    expected = jax.grad(lambda x: jnp.sum(weights * reference(x)))(logits)
+    np.testing.assert_array_equal(grad, expected)

@@ -149,7 +149,9 @@ def _write(index, column, value):
     another type would otherwise be cast silently) at ``index``."""
     if jnp.shape(value) != () or value.dtype != column.dtype:
         raise TypeError(f"a metric must be a float32 scalar, got {value.aval}")
-    return column.at[index].set(value)
+    # A select over the column, not ``.at[index].set``: under vmap that becomes a
+    # scatter, which XLA compiles with a bounds-check kernel per metric.
+    return jnp.where(jnp.arange(column.shape[0]) == index, value, column)
 
 
 def learning_rate(hp: HParams, config: Config, update_index):
