@@ -279,3 +279,48 @@ def test_a_crash_in_the_final_evaluation_costs_only_the_evaluation(
             (config.env_steps, pytest.approx(resumed.final_returns()[run]))
         ]
         assert scalars == expected_scalars(frame, run)
+
+
+def test_an_evaluation_steps_gymnax_envs_as_their_step_does_without_the_reset():
+    cartpole, params = envs.make("CartPole-v1")[:2]
+
+    class NoisyReward(type(cartpole)):  # a step that uses its key
+        def step_env(self, key, state, action, params):
+            obs, state, reward, terminated, info = super().step_env(
+                key, state, action, params
+            )
+            return obs, state, reward + jax.random.uniform(key), terminated, info
+
+    env = NoisyReward()
+    step = evaluation.step_without_reset(env)
+    key = jax.random.PRNGKey(3)
+    with jax.disable_jit():  # op by op on both sides: the same arithmetic, bit for bit
+        _, state = env.reset(key, params)
+        for t in range(60):
+            step_key = jax.random.fold_in(key, t)
+            action = (t // 3) % 2  # pushes the pole over within a few dozen steps
+            full = env.step(step_key, state, action, params)
+            mine = step(step_key, state, action, params)
+            for a, b in zip(jax.tree.leaves(full[:5]), jax.tree.leaves(mine[:5])):
+                if not (full[3] | full[4]):  # gymnax's state is then a fresh reset
+                    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            if full[3] | full[4]:
+                # The episode is over: no reset drawn, the state stays where it ended.
+                assert float(mine[1].time) == float(state.time) + 1
+                assert float(full[1].time) == 0
+                break
+            state = full[1]
+        else:
+            raise AssertionError("the episode did not end")
+
+
+def test_an_env_with_its_own_step_keeps_it_in_evaluations():
+    env, params = envs.make("CartPole-v1")[:2]
+
+    class OwnStep(type(env)):
+        def step(self, key, state, action, params=None):
+            return super().step(key, state, action, params)
+
+    own = OwnStep()
+    assert evaluation.step_without_reset(own) == own.step
+    assert evaluation.step_without_reset(env) != env.step

@@ -1,8 +1,9 @@
 """Evaluation episodes of a policy, as a pure JAX loop.
 
 ``episode_returns`` plays ``episodes`` episodes side by side, each until its first
-``terminated or truncated`` (gymnax's auto-reset starts a new one, which is masked
-out), bounded by the env's time limit. The loop stops as soon as every episode has
+``terminated or truncated`` (a gymnax env is stepped without its auto-reset, an env
+with a ``step`` of its own by it, the new episode masked out), bounded by the env's
+time limit. The loop stops as soon as every episode has
 ended, so a policy that fails fast costs little; the compiled program is one
 ``while_loop`` of the env step and one actor pass per step, with no host round
 trips.
@@ -57,7 +58,7 @@ def episode_returns(
     horizon = episode_horizon(spec)
     reset_key, key = jax.random.split(key)
     reset = over_slots(spec.env.reset, env_batch, episodes)
-    env_step = over_slots(spec.env.step, env_batch, episodes)
+    env_step = over_slots(step_without_reset(spec.env), env_batch, episodes)
     obs, env_state = reset(jax.random.split(reset_key, episodes), spec.params)
     zeros = jnp.zeros(episodes, jnp.float32)
 
@@ -95,6 +96,31 @@ def episode_returns(
         ),
     )
     return final.returns, final.lengths
+
+
+def step_without_reset(env):
+    """``env.step`` as far as an evaluation episode needs it: a gymnax environment
+    that keeps gymnax's ``step`` is stepped without its auto-reset (the same key
+    split, so the same transition); an episode is over at its first end, so the
+    reset would be drawn and thrown away, and it is most of the program's
+    random-number hashing. Any other environment: its own ``step``."""
+    from gymnax.environments import environment
+
+    if not (
+        isinstance(env, environment.Environment)
+        and type(env).step is environment.Environment.step
+    ):
+        return env.step
+
+    def step(key, state, action, params):
+        key_step, _ = jax.random.split(key)
+        obs, state, reward, terminated, info = env.step_env(
+            key_step, state, action, params
+        )
+        truncated = env.is_truncated(state, params)
+        return obs, state, reward, terminated, truncated, info
+
+    return step
 
 
 def over_slots(fn, env_batch: int | None, slots: int):
