@@ -17,7 +17,7 @@ from klipjax.engine import evaluation, sweep, training
 from klipjax.envs import brax_adapter as brax_envs
 from klipjax.outputs import tracking
 from klipjax.policy import Policy, PolicySpec
-from tests.probe_envs import action_reward
+from tests.probe_envs import ActionReward, action_reward
 from tests.tensorboard_logs import expected_scalars, read_tensorboard
 
 STEPS = 5  # the probe's episode length
@@ -47,6 +47,15 @@ def probes():
     kj.register("probe/action-reward-3", action_reward(STEPS, terminate_at=3))
     kj.register("probe/box-reward", action_reward(STEPS, continuous=True))
 
+    class OwnStep(ActionReward):  # keeps gymnax's auto-reset in evaluations too
+        def step(self, key, state, action, params=None):
+            return super().step(key, state, action, params)
+
+    kj.register(
+        "probe/action-reward-3-own-step",
+        lambda: (OwnStep(), action_reward(STEPS, terminate_at=3)()[1]),
+    )
+
 
 def test_greedy_and_sampled_returns_have_their_known_values(probes):
     # p(action 1) = 3/4: greedy takes action 1 every step (return 5); sampled
@@ -63,10 +72,13 @@ def test_greedy_and_sampled_returns_have_their_known_values(probes):
     np.testing.assert_array_equal(sampled, again)  # the seed fixes the episodes
 
 
-def test_an_episode_counts_only_its_own_steps(probes):
-    # terminated after 3 steps: the env auto-resets, and the next episode's
-    # rewards must not be added to the first one.
-    policy = constant_policy("probe/action-reward-3", [0.0, 5.0])
+@pytest.mark.parametrize(
+    "env_id", ["probe/action-reward-3", "probe/action-reward-3-own-step"]
+)
+def test_an_episode_counts_only_its_own_steps(probes, env_id):
+    # terminated after 3 steps: the env steps on (stepped without a reset, or, with
+    # a step of its own, auto-reset), and what follows must not be added.
+    policy = constant_policy(env_id, [0.0, 5.0])
     returns, lengths = kj.evaluate(policy, 8)
     np.testing.assert_array_equal(returns, np.full(8, 3.0))
     np.testing.assert_array_equal(lengths, np.full(8, 3.0))
@@ -301,21 +313,25 @@ def test_an_evaluation_steps_gymnax_envs_as_their_step_does_without_the_reset():
             action = (t // 3) % 2  # pushes the pole over within a few dozen steps
             full = env.step(step_key, state, action, params)
             mine = step(step_key, state, action, params)
-            for a, b in zip(jax.tree.leaves(full[:5]), jax.tree.leaves(mine[:5])):
-                if not (full[3] | full[4]):  # gymnax's state is then a fresh reset
-                    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            # Reward, terminated and truncated agree on every step (the reward
+            # draws on the step's key) ...
+            for a, b in zip(full[2:5], mine[2:5]):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
             if full[3] | full[4]:
-                # The episode is over: no reset drawn, the state stays where it ended.
-                assert float(mine[1].time) == float(state.time) + 1
+                # ... and at the end gymnax's state is a fresh reset, this one the
+                # state the episode ended in.
                 assert float(full[1].time) == 0
+                assert float(mine[1].time) == float(state.time) + 1
                 break
+            for a, b in zip(jax.tree.leaves(full[:2]), jax.tree.leaves(mine[:2])):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
             state = full[1]
         else:
             raise AssertionError("the episode did not end")
 
 
 def test_an_env_with_its_own_step_keeps_it_in_evaluations():
-    env, params = envs.make("CartPole-v1")[:2]
+    env = envs.make("CartPole-v1").env
 
     class OwnStep(type(env)):
         def step(self, key, state, action, params=None):

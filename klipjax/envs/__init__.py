@@ -46,7 +46,10 @@ def register(env_id: str, factory: Callable[[], tuple[Any, Any]]) -> None:
     """Makes ``factory() -> (env, env_params)`` available as ``env: <env_id>``.
 
     The environment must follow gymnax >= 1.0: ``step`` returns ``(obs, state,
-    reward, terminated, truncated, info)`` with ``info["final_observation"]``.
+    reward, terminated, truncated, info)`` with ``info["final_observation"]``. A
+    subclass of gymnax's ``Environment`` that keeps gymnax's ``step`` is evaluated
+    with its ``step_env`` and ``is_truncated`` (no reset drawn after an episode's
+    end); one that defines its own ``step`` is evaluated with it.
     """
     _REGISTRY[env_id] = factory
 
