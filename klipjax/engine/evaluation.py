@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from gymnax.environments import environment
 
 from klipjax.envs import EnvSpec, episode_horizon
 from klipjax.policy import Policy
@@ -99,13 +100,12 @@ def episode_returns(
 
 
 def step_without_reset(env):
-    """``env.step`` as far as an evaluation episode needs it: a gymnax environment
-    that keeps gymnax's ``step`` is stepped without its auto-reset (the same key
-    split, so the same transition); an episode is over at its first end, so the
-    reset would be drawn and thrown away, and it is most of the program's
-    random-number hashing. Any other environment: its own ``step``."""
-    from gymnax.environments import environment
-
+    """``env.step`` as far as an evaluated or drawn episode needs it: a gymnax
+    environment that keeps gymnax's ``step`` is stepped without its auto-reset (the
+    same key split, so the same transition); such an episode is over at its first
+    end, so the reset would be drawn and thrown away, and it is most of an
+    evaluation program's random-number hashing. Any other environment: its own
+    ``step``."""
     if not (
         isinstance(env, environment.Environment)
         and type(env).step is environment.Environment.step
@@ -148,12 +148,13 @@ def episode_states(policy: Policy, spec: EnvSpec, key: jax.Array, deterministic=
     horizon = episode_horizon(spec)
     reset_key, key = jax.random.split(key)
     obs, env_state = spec.env.reset(reset_key, spec.params)
+    env_step = step_without_reset(spec.env)
 
     def play(carry, step_key):
         obs, env_state, running = carry
         act_key, env_key = jax.random.split(step_key)
         action = policy.act(obs, act_key, deterministic)
-        next_obs, next_state, reward, terminated, truncated, _ = spec.env.step(
+        next_obs, next_state, reward, terminated, truncated, _ = env_step(
             env_key, env_state, action, spec.params
         )
         out = (env_state, jnp.where(running, reward, 0.0), running)
