@@ -63,17 +63,19 @@ def padded_table(table: HParams, placement: Placement) -> HParams:
     )
 
 
+def _from_host(value: Any, sharding: NamedSharding) -> jax.Array:
+    """A host value (the same on every process) as a global array laid out by
+    ``sharding``; each process sends only its own devices' pieces."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(
+        value.shape, sharding, lambda index: value[index]
+    )
+
+
 def put(tree: Any, placement: Placement) -> Any:
     """Host arrays ``[padded_runs, ...]`` (the same on every process) as global
     arrays sharded over the run axis; each process sends only its own slices."""
-
-    def one(leaf):
-        leaf = np.asarray(leaf)
-        return jax.make_array_from_callback(
-            leaf.shape, placement.sharding, lambda index: leaf[index]
-        )
-
-    return jax.tree.map(one, tree)
+    return jax.tree.map(lambda leaf: _from_host(leaf, placement.sharding), tree)
 
 
 def per_device(
@@ -97,11 +99,7 @@ def per_device(
 def put_shared(value: Any, placement: Placement) -> jax.Array:
     """A host value (the same on every process) as a global array that every device
     holds whole."""
-    value = np.asarray(value)
-    sharding = NamedSharding(placement.mesh, PartitionSpec())
-    return jax.make_array_from_callback(
-        value.shape, sharding, lambda index: value[index]
-    )
+    return _from_host(value, NamedSharding(placement.mesh, PartitionSpec()))
 
 
 def to_host(tree: Any, placement: Placement) -> Any:
