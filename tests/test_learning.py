@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from klipjax import stats
-from klipjax.config import files, run_table
+from klipjax.config import files
 from klipjax.engine import sweep
 from klipjax.outputs import tables
 from tests.sweeps import run
@@ -18,10 +18,8 @@ def finals_by_loss(cfg):
     """The runner and each loss's per-seed final returns."""
     runner, metrics, _ = run(cfg)
     finals = tables.final_returns(metrics, cfg.config.env_steps)
-    by_loss: dict[str, list[float]] = {}
-    for loss, final in zip(run_table.column(cfg.hparams, "loss"), finals):
-        by_loss.setdefault(loss, []).append(final)
-    return runner, {loss: np.array(v) for loss, v in by_loss.items()}
+    settings = tables.group_final_returns(cfg.hparams, (), finals)
+    return runner, {entry["loss"]: np.array(entry["values"]) for entry in settings}
 
 
 @pytest.mark.slow
